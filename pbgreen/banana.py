@@ -1,0 +1,326 @@
+"""Banana: the byte codec under PB.
+
+How it works. Banana knows four kinds of value: lists, integers, floats and
+byte strings. Every element is a little-endian base-128 *prefix* (bytes below
+0x80) followed by one *type byte* (0x80 and up) and, for strings and floats,
+a body. ``encode`` turns a nested list into bytes in one pass. ``Decoder``
+keeps one ``bytearray`` and an offset: ``feed`` appends, then walks complete
+elements, keeping a stack of the lists still being filled, so an expression
+may arrive in any number of pieces and the result is the same as if it came
+whole. An element that is not complete yet is left in the buffer and read
+again on the next feed.
+
+Every declared length is checked against its limit as soon as its prefix and
+type byte are in, before anything is allocated for the body. A decoder that
+raised stays failed: the connection it served is finished.
+
+Dialects: after negotiation with dialect ``pb`` both directions replace each
+byte string equal to one of 31 vocabulary words by a two-byte symbol.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from .errors import BananaError
+
+__all__ = ["SIZE_LIMIT", "PREFIX_LIMIT", "VOCAB", "DIALECTS", "EncodeError", "encode",
+           "decode", "Decoder", "choose_dialect"]
+
+SIZE_LIMIT = 640 * 1024
+PREFIX_LIMIT = 64
+MAX_INT = 2 ** (7 * PREFIX_LIMIT) - 1
+
+#: Defaults for the limits banana itself does not have, beyond Twisted's.
+MAX_DEPTH = 512
+MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+MAX_ITEMS = 2_000_000
+
+LIST, INT, STRING, NEG, FLOAT, LONGINT, LONGNEG, VOCAB_TYPE = range(0x80, 0x88)
+_INT_SPLIT = 2 ** 31
+
+VOCAB: dict[int, bytes] = dict(enumerate((
+    b"None", b"class", b"dereference", b"reference", b"dictionary", b"function",
+    b"instance", b"list", b"module", b"persistent", b"tuple", b"unpersistable",
+    b"copy", b"cache", b"cached", b"remote", b"local", b"lcache", b"version",
+    b"login", b"password", b"challenge", b"logged_in", b"not_logged_in",
+    b"cachemessage", b"message", b"answer", b"error", b"decref", b"decache",
+    b"uncache"), start=1))
+
+#: Dialects we offer as acceptor, in order of preference.
+DIALECTS = (b"pb", b"none")
+
+
+class EncodeError(ValueError):
+    """A value banana cannot send: wrong type, too long, or too large."""
+
+
+def _b128(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(n & 0x7F)
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+# Pre-encoded prefix+type for the small numbers almost every message is made of.
+_CACHED = 2048
+_PREFIX = [_b128(i) for i in range(_CACHED)]
+_INT_BYTES = [p + b"\x81" for p in _PREFIX]
+_LIST_HEAD = [p + b"\x80" for p in _PREFIX]
+_STRING_HEAD = [p + b"\x82" for p in _PREFIX]
+_VOCAB_ENCODED = {word: _b128(num) + b"\x87" for num, word in VOCAB.items()}
+_NO_VOCAB: dict[bytes, bytes] = {}
+_pack_double = struct.Struct("!d").pack
+_unpack_double = struct.Struct("!d").unpack_from
+
+
+def _int(value: int) -> bytes:
+    if 0 <= value < _CACHED:
+        return _INT_BYTES[value]
+    if value >= 0:
+        if value > MAX_INT:
+            raise EncodeError(f"int is too large to send (PB limit is ±(2**448-1)): {value}")
+        return _b128(value) + (b"\x81" if value < _INT_SPLIT else b"\x85")
+    mag = -value
+    if mag > MAX_INT:
+        raise EncodeError(f"int is too small to send (PB limit is ±(2**448-1)): {value}")
+    return _b128(mag) + (b"\x83" if mag <= _INT_SPLIT else b"\x86")
+
+
+def _string(value: bytes, vocab: dict[bytes, bytes]) -> bytes:
+    code = vocab.get(value)
+    if code is not None:
+        return code
+    n = len(value)
+    if n > SIZE_LIMIT:
+        raise EncodeError(f"byte string is too long to send ({n} > {SIZE_LIMIT} bytes): "
+                          "split it into smaller pieces")
+    return (_STRING_HEAD[n] if n < _CACHED else _b128(n) + b"\x82") + value
+
+
+def _encode(obj: Any, out: bytearray, vocab: dict[bytes, bytes]) -> None:
+    t = type(obj)
+    if t is list or t is tuple:
+        n = len(obj)
+        if n < _CACHED:
+            out += _LIST_HEAD[n]
+        elif n > SIZE_LIMIT:
+            raise EncodeError(f"list is too long to send ({n} > {SIZE_LIMIT} elements): "
+                              "split it into smaller pieces")
+        else:
+            out += _b128(n) + b"\x80"
+        for item in obj:
+            ti = type(item)
+            if ti is bytes:
+                code = vocab.get(item)
+                if code is not None:
+                    out += code
+                else:
+                    m = len(item)
+                    if m < _CACHED:
+                        out += _STRING_HEAD[m]
+                        out += item
+                    else:
+                        out += _string(item, vocab)
+            elif ti is int and 0 <= item < _CACHED:
+                out += _INT_BYTES[item]
+            elif ti is list:
+                _encode(item, out, vocab)
+            else:
+                _encode(item, out, vocab)
+    elif t is bytes:
+        out += _string(obj, vocab)
+    elif t is int or t is bool:
+        out += _int(int(obj))
+    elif t is float:
+        out.append(FLOAT)
+        out += _pack_double(obj)
+    elif isinstance(obj, (list, tuple)):
+        _encode(list(obj), out, vocab)
+    elif isinstance(obj, bool):
+        out += _int(int(obj))
+    else:
+        raise EncodeError(f"Banana cannot send {t.__module__}.{t.__qualname__} objects: {obj!r:.80}")
+
+
+def encode(sexp: Any, *, vocab: bool = True) -> bytes:
+    """Encode one s-expression (nested lists of int, float, bytes) to bytes.
+
+    With ``vocab`` (dialect ``pb``) vocabulary words become two-byte symbols.
+    Raises ``EncodeError`` for any other type or a value past PB's limits;
+    nothing partial is ever returned.
+    """
+    out = bytearray()
+    _encode(sexp, out, _VOCAB_ENCODED if vocab else _NO_VOCAB)
+    return bytes(out)
+
+
+class Decoder:
+    """Streaming banana decoder: ``feed(bytes)`` returns complete expressions.
+
+    Limits are per decoder and checked before allocating: ``size_limit``
+    (elements per list, bytes per string), ``prefix_limit`` (bytes of one
+    prefix), ``max_depth`` (list nesting), ``max_message_size`` (bytes of one
+    top-level expression) and ``max_items`` (elements in one expression).
+    Any violation or malformed input raises ``BananaError``; the decoder then
+    stays failed.
+    """
+
+    def __init__(self, *, vocab: bool = False, size_limit: int = SIZE_LIMIT,
+                 prefix_limit: int = PREFIX_LIMIT, max_depth: int = MAX_DEPTH,
+                 max_message_size: int = MAX_MESSAGE_SIZE, max_items: int = MAX_ITEMS) -> None:
+        self.vocab = vocab
+        self.size_limit = size_limit
+        self.prefix_limit = prefix_limit
+        self.max_depth = max_depth
+        self.max_message_size = max_message_size
+        self.max_items = max_items
+        self._buf = bytearray()
+        self._stack: list[list[Any]] = []  # [remaining, items] per open list
+        self._items = 0                    # elements in the current expression
+        self._size = 0                     # bytes in the current expression
+        self._failed: BananaError | None = None
+
+    def _fail(self, message: str) -> BananaError:
+        self._failed = BananaError(message)
+        self._buf = bytearray()
+        self._stack = []
+        return self._failed
+
+    def feed(self, data: bytes, limit: int | None = None) -> list[Any]:
+        """Add ``data``; return every top-level expression now complete.
+
+        With ``limit``, stop after that many expressions and keep the rest
+        buffered for the next call (``feed(b"")`` continues).
+        """
+        if self._failed is not None:
+            raise BananaError(f"decoder already failed: {self._failed}")
+        buf = self._buf
+        buf += data
+        n = len(buf)
+        pos = 0
+        stack = self._stack
+        out: list[Any] = []
+        size_limit = self.size_limit
+        items = self._items
+        size = self._size
+        max_items = self.max_items
+        max_size = self.max_message_size
+        while pos < n:
+            b0 = buf[pos]
+            if b0 >= 0x80:
+                value, typ, start = 0, b0, pos + 1
+            elif pos + 1 < n and buf[pos + 1] >= 0x80:
+                value, typ, start = b0, buf[pos + 1], pos + 2
+            else:
+                end = pos + 1
+                limit = min(n, pos + self.prefix_limit + 1)
+                while end < limit and buf[end] < 0x80:
+                    end += 1
+                if end - pos > self.prefix_limit:
+                    raise self._fail(f"prefix longer than {self.prefix_limit} bytes: "
+                                     "the peer is not speaking banana")
+                if end >= n:
+                    break  # prefix not complete yet
+                value = 0
+                for i in range(end - 1, pos - 1, -1):
+                    value = (value << 7) | buf[i]
+                typ = buf[end]
+                start = end + 1
+            if typ == STRING:
+                if value > size_limit:
+                    raise self._fail(f"string of {value} bytes is over the {size_limit}-byte "
+                                     "limit (Security precaution: string too long)")
+                stop = start + value
+                if stop > n:
+                    if size + stop - pos > max_size:
+                        raise self._fail(f"message is over the {max_size}-byte limit")
+                    break
+                item: Any = bytes(buf[start:stop])
+            elif typ == INT:
+                stop = start
+                item = value
+            elif typ == LIST:
+                if value > size_limit:
+                    raise self._fail(f"list of {value} elements is over the {size_limit}-element "
+                                     "limit (Security precaution: list too long)")
+                if value:
+                    if len(stack) >= self.max_depth:
+                        raise self._fail(f"lists nested deeper than {self.max_depth}")
+                    items += 1
+                    size += start - pos
+                    pos = start
+                    stack.append([value, []])
+                    continue
+                item = []
+                stop = start
+            elif typ == VOCAB_TYPE:
+                if not self.vocab:
+                    raise self._fail("vocabulary symbol received before dialect 'pb' was chosen")
+                item = VOCAB.get(value)
+                if item is None:
+                    raise self._fail(f"unknown vocabulary symbol {value}")
+                stop = start
+            elif typ == NEG or typ == LONGNEG:
+                stop = start
+                item = -value
+            elif typ == LONGINT:
+                stop = start
+                item = value
+            elif typ == FLOAT:
+                stop = start + 8
+                if stop > n:
+                    break
+                item = _unpack_double(buf, start)[0]
+            else:
+                raise self._fail(f"unknown banana type byte 0x{typ:02x}: "
+                                 "the peer is not speaking banana")
+            items += 1
+            size += stop - pos
+            pos = stop
+            if items > max_items:
+                raise self._fail(f"message has more than {max_items} elements")
+            if size > max_size:
+                raise self._fail(f"message is over the {max_size}-byte limit")
+            # Hand the finished item to its list; close every list it completes.
+            while stack:
+                top = stack[-1]
+                top[1].append(item)
+                top[0] -= 1
+                if top[0]:
+                    break
+                stack.pop()
+                item = top[1]
+            else:
+                out.append(item)
+                items = 0
+                size = 0
+                if limit is not None and len(out) >= limit:
+                    break
+        if pos:
+            del buf[:pos]
+        self._items = items
+        self._size = size
+        return out
+
+
+def decode(data: bytes, *, vocab: bool = True) -> Any:
+    """Decode exactly one complete expression; ``BananaError`` otherwise."""
+    decoder = Decoder(vocab=vocab)
+    found = decoder.feed(data)
+    if len(found) != 1 or decoder._buf or decoder._stack:
+        raise BananaError(f"expected exactly one complete banana expression in {len(data)} bytes")
+    return found[0]
+
+
+def choose_dialect(offered: Any, known: tuple[bytes, ...] = DIALECTS) -> bytes | None:
+    """As connector: the first dialect in the acceptor's list we also know."""
+    if type(offered) is not list:
+        return None
+    for dialect in offered:
+        if dialect in known:
+            return dialect
+    return None

@@ -1,0 +1,79 @@
+"""PBClient: one blocking-style connection to a PB server."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import gevent
+from gevent import socket
+
+from .connection import Connection, set_nodelay
+from .errors import ProtocolError
+from .jelly import SecurityOptions
+from .reference import RemoteReference
+from .server import portno
+
+__all__ = ["PBClient", "connect"]
+
+
+class PBClient:
+    """Connect to a PB server (pbgreen or Twisted) and hand out its root.
+
+    Plain scripts need no gevent knowledge: blocking calls run the hub.
+
+    Args:
+        host, port: where the server listens.
+        timeout: seconds allowed for the TCP connect and the PB handshake.
+        ssl_context: a client-side ``ssl.SSLContext`` to speak TLS.
+        security: ``SecurityOptions`` for what may arrive.
+
+    Raises:
+        OSError / TimeoutError: the server cannot be reached (the message
+            names the address).
+        ProtocolError: the server does not speak PB.
+    """
+
+    def __init__(self, host: str, port: int = portno, timeout: float | None = None,
+                 ssl_context: ssl.SSLContext | None = None,
+                 security: SecurityOptions | None = None, **options: Any) -> None:
+        self.address = (host, port)
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except socket.timeout:
+            raise TimeoutError(f"connecting to {host}:{port} timed out after {timeout} s") from None
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot connect to {host}:{port}: {exc.strerror or exc}") \
+                from None
+        sock.settimeout(None)
+        set_nodelay(sock)
+        self.connection = Connection(sock, is_client=True, security=security,
+                                     peer=(host, port), **options)
+        self.connection.start()
+        if not self.connection.wait_ready(timeout):
+            reason = self.connection.close_reason
+            self.connection.close("handshake did not finish")
+            if reason is None:
+                raise TimeoutError(f"PB handshake with {host}:{port} did not finish within "
+                                   f"{timeout} s: is it a PB server?")
+            raise ProtocolError(f"PB handshake with {host}:{port} failed: {reason}")
+        self._root = RemoteReference(self.connection, b"root")
+
+    def getRootObject(self) -> RemoteReference:
+        """The server's root object (no network traffic)."""
+        return self._root
+
+    def close(self) -> None:
+        """Close the connection; waiting calls get ``PBConnectionLost``."""
+        self.connection.close()
+
+    def __enter__(self) -> "PBClient":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def connect(host: str, port: int = portno, **kwargs: Any) -> RemoteReference:
+    """``PBClient(host, port, **kwargs).getRootObject()``; close with ``ref.broker.close()``."""
+    return PBClient(host, port, **kwargs).getRootObject()

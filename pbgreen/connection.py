@@ -1,0 +1,345 @@
+"""The gevent driver: one socket, one ``Broker``, greenlets around them.
+
+How it works.
+
+* **Reading.** One reader greenlet (``run``) receives bytes and feeds the
+  broker. It never runs user code: an incoming call is handed to a new
+  greenlet (at most ``max_calls`` at once per connection; past that the call
+  is answered with an error at once), answers are handed to the greenlet
+  waiting for them, callbacks (logout, disconnect notices) get a greenlet.
+* **Writing.** Whoever queued bytes calls ``flush``; if another greenlet is
+  already writing, it will take the new bytes too, so writes are coalesced
+  and leave in the order they were queued. ``socket.send`` can only be
+  interrupted (by ``gevent.Timeout``) while waiting, before it sent anything,
+  so an interrupted writer puts the unsent rest back and a fresh greenlet
+  finishes the job: a frame is never cut.
+* **Waiting.** Each call waits on its own ``AsyncResult``, then unjellies the
+  answer in its own greenlet. A caller that stops waiting (timeout, kill)
+  abandons its request: the late answer is dropped and the references in it
+  are given back.
+* **Decrefs.** Garbage collection of a ``RemoteReference`` only queues a
+  decref and pokes an async watcher; the hub then starts a flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as _stdlib_socket
+from typing import Any, Callable
+
+import gevent
+from gevent.event import AsyncResult, Event
+
+from .errors import DeadReferenceError, Error, PBConnectionLost, ProtocolError
+from .jelly import SecurityOptions
+from .protocol import Broker, IncomingCall, Ready, Reply, RunCallbacks
+from .reference import RemoteReference
+
+__all__ = ["Connection", "CallResult"]
+
+log = logging.getLogger("pbgreen.connection")
+
+RECV_SIZE = 256 * 1024
+
+
+def set_nodelay(sock: Any) -> None:
+    """Turn off Nagle: PB sends small messages and waits for answers."""
+    try:
+        sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not TCP (a UNIX socket in tests), nothing to tune
+
+
+class CallResult:
+    """What ``callRemoteAsync`` returns: ``get(timeout=None)`` gives the answer.
+
+    ``get`` returns the answer or raises exactly as ``callRemote`` would;
+    ``ready()`` tells whether it arrived; ``wait(timeout)`` waits without
+    raising.
+    """
+
+    __slots__ = ("_connection", "_request_id", "_result", "_perspective", "_done", "_value",
+                 "_error")
+
+    def __init__(self, connection: "Connection", request_id: int, result: AsyncResult,
+                 perspective: Any) -> None:
+        self._connection = connection
+        self._request_id = request_id
+        self._result = result
+        self._perspective = perspective
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def ready(self) -> bool:
+        """Whether the answer (or an error) has arrived."""
+        return self._done or self._result.ready()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds; return ``ready()``."""
+        self._result.wait(timeout)
+        return self.ready()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Return the answer, or raise the remote error (``gevent.Timeout`` on timeout)."""
+        if not self._done:
+            reply = self._result.get(block, timeout)
+            self._done = True
+            try:
+                self._value = self._connection._outcome(reply, self._perspective)
+            except Exception as exc:
+                self._error = exc
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class Connection:
+    """One PB connection driven by gevent; ``RemoteReference.broker`` is this.
+
+    Args:
+        sock: a connected gevent socket (or SSL socket).
+        is_client: ``True`` if we connected (we pick the dialect).
+        root: the object the peer reaches as ``root`` (acceptor only).
+        security: ``jelly.SecurityOptions`` for what may arrive.
+        unsafe_tracebacks: send full tracebacks with errors.
+        max_calls: incoming calls allowed to run at once on this connection.
+    """
+
+    def __init__(self, sock: Any, *, is_client: bool, root: Any = None,
+                 security: SecurityOptions | None = None, unsafe_tracebacks: bool = False,
+                 max_calls: int = 1000, peer: Any = None, **decoder_options: Any) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.max_calls = max_calls
+        self.protocol = Broker(is_client=is_client, root=root, security=security,
+                               unsafe_tracebacks=unsafe_tracebacks, invoker=self,
+                               **decoder_options)
+        self.ready = Event()
+        self.closed = False
+        self.close_reason: Any = None
+        self._writing = False
+        self._calls: set[gevent.Greenlet] = set()
+        self._notify: list[tuple[RemoteReference, Callable[[RemoteReference], Any]]] = []
+        self._reader: gevent.Greenlet | None = None
+        self._hub = gevent.get_hub()
+        self._wake = self._hub.loop.async_()
+        self._wake.start(self._on_wake)
+        self._wake.ref = False
+        self.protocol.on_decref_queued = self._wake.send
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<pbgreen.Connection {self.peer!r} {state}>"
+
+    @property
+    def connected(self) -> bool:
+        """Whether calls can still be made."""
+        return not self.closed
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Read in a new greenlet (clients); servers call ``run`` directly."""
+        self._reader = gevent.spawn(self.run)
+
+    def run(self) -> None:
+        """Read until the connection ends; the reader greenlet's body."""
+        reason: Any = "closed by the peer"
+        protocol = self.protocol
+        recv = self.sock.recv
+        try:
+            self.flush()  # an acceptor offers its dialects first
+            while not self.closed:
+                data = recv(RECV_SIZE)
+                if not data:
+                    break
+                for event in protocol.receive_data(data):
+                    kind = type(event)
+                    if kind is Reply:
+                        event.token.set(event)
+                    elif kind is IncomingCall:
+                        self._start_call(event)
+                    elif kind is Ready:
+                        self.ready.set()
+                    elif kind is RunCallbacks:
+                        gevent.spawn(_run_callbacks, event.callbacks)
+                if protocol._out or protocol._decrefs:
+                    self.flush()
+                if protocol.close_reason:
+                    reason = protocol.close_reason
+                    log.warning("closing connection to %s: %s", self.peer, reason)
+                    break
+        except ProtocolError as exc:
+            reason = exc
+            log.warning("closing connection to %s: protocol error: %s", self.peer, exc)
+        except OSError as exc:
+            reason = exc
+        finally:
+            self._lost(reason)
+
+    def close(self, reason: str = "closed locally") -> None:
+        """Close the connection; calls waiting for answers get ``PBConnectionLost``."""
+        self._lost(reason)
+        reader = self._reader
+        if reader is not None and reader is not gevent.getcurrent():
+            reader.join(timeout=5)
+
+    def kill_calls(self, timeout: float | None = None) -> None:
+        """Stop incoming calls still running (used when a server stops)."""
+        gevent.killall(list(self._calls), timeout=timeout)
+
+    def _lost(self, reason: Any) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self.ready.set()
+        self._wake.stop()
+        self._wake.close()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        tokens, callbacks = self.protocol.connection_lost()
+        for token in tokens:
+            token.set_exception(PBConnectionLost(
+                f"connection to {self.peer} lost while waiting for an answer: {reason}"))
+        notify, self._notify = self._notify, []
+        callbacks = [lambda ref=ref, cb=cb: cb(ref) for ref, cb in notify] + callbacks
+        if callbacks:
+            gevent.spawn(_run_callbacks, callbacks)
+
+    # ------------------------------------------------------------------ writing
+
+    def flush(self) -> None:
+        """Write everything queued; returns at once if another greenlet is writing."""
+        if self._writing or self.closed:
+            return
+        self._writing = True
+        protocol = self.protocol
+        data = b""
+        sent = 0
+        try:
+            send = self.sock.send
+            while True:
+                data = protocol.data_to_send()
+                if not data:
+                    break
+                sent = send(data)
+                while sent < len(data):
+                    sent += send(memoryview(data)[sent:])
+                data = b""
+        except OSError as exc:
+            self._writing = False
+            self._lost(exc)
+            return
+        except BaseException:
+            if data and sent < len(data):
+                protocol.unsend(data[sent:])
+            self._writing = False
+            gevent.spawn(self.flush)  # whoever was interrupted, the bytes still go
+            raise
+        self._writing = False
+        if protocol.close_reason:
+            self._lost(protocol.close_reason)
+
+    def _on_wake(self) -> None:
+        if not self.closed and not self._writing:
+            gevent.spawn(self.flush)
+
+    # ------------------------------------------------------------------ calls out
+
+    def _send(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
+              kwargs: dict[str, Any], cache: bool = False) -> tuple[int, AsyncResult | None]:
+        if self.closed:
+            raise DeadReferenceError(f"Calling Stale Broker: the connection to {self.peer} is "
+                                     f"gone ({self.close_reason}); reconnect to call {name!r}")
+        answer = kwargs.pop("pbanswer", True) if "pbanswer" in kwargs else True
+        result = AsyncResult() if answer else None
+        request_id = self.protocol.send_call(ref.luid, name, args, kwargs, ref.perspective,
+                                             result, cache)
+        self.flush()
+        return request_id, result
+
+    def call(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
+             kwargs: dict[str, Any], cache: bool = False) -> Any:
+        """Send a call and block this greenlet until its answer (see ``callRemote``)."""
+        request_id, result = self._send(ref, name, args, kwargs, cache)
+        if result is None:
+            return None
+        try:
+            reply = result.get()
+        except BaseException:
+            if result.ready() and result.successful():
+                self.protocol.release_value(result.value.sexp)
+                if not self.closed:
+                    self._wake.send()
+            else:
+                self.protocol.abandon(request_id)
+            raise
+        return self._outcome(reply, ref.perspective)
+
+    def call_async(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> CallResult:
+        """Send a call; return a ``CallResult`` to collect the answer later."""
+        request_id, result = self._send(ref, name, args, kwargs)
+        if result is None:
+            result = AsyncResult()
+            result.set(None)
+            done = CallResult(self, request_id, result, ref.perspective)
+            done._done = True
+            return done
+        return CallResult(self, request_id, result, ref.perspective)
+
+    def _outcome(self, reply: Reply, perspective: Any) -> Any:
+        if reply.ok:
+            return self.protocol.unjelly_reply(reply.sexp, perspective)
+        raise self.protocol.failure_from(reply.sexp)
+
+    # ------------------------------------------------------------------ calls in
+
+    def _start_call(self, call: IncomingCall) -> None:
+        if len(self._calls) >= self.max_calls:
+            if call.answer:
+                self.protocol.send_error(call.request_id, Error(
+                    f"too many calls in flight on this connection (limit {self.max_calls}); "
+                    "wait for answers before sending more"))
+            return
+        greenlet = gevent.spawn(self._run_call, call)
+        self._calls.add(greenlet)
+
+    def _run_call(self, call: IncomingCall) -> None:
+        try:
+            self.protocol.run_call(call)
+            self.flush()
+        finally:
+            self._calls.discard(gevent.getcurrent())
+
+    # ------------------------------------------------------------------ notifications
+
+    def notify_on_disconnect(self, ref: RemoteReference,
+                             callback: Callable[[RemoteReference], Any]) -> None:
+        """Run ``callback(ref)`` once when this connection goes (at once if gone)."""
+        if self.closed:
+            callback(ref)
+        else:
+            self._notify.append((ref, callback))
+
+    def dont_notify_on_disconnect(self, ref: RemoteReference,
+                                  callback: Callable[[RemoteReference], Any]) -> None:
+        """Forget a ``notify_on_disconnect`` callback."""
+        self._notify = [(r, cb) for r, cb in self._notify if not (r is ref and cb == callback)]
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait for the handshake; ``True`` once calls may be sent."""
+        self.ready.wait(timeout)
+        return self.protocol.dialect is not None and not self.closed
+
+
+def _run_callbacks(callbacks: list[Callable[[], Any]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("error in a disconnect or release callback %r", callback)

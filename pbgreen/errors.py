@@ -1,0 +1,246 @@
+"""Every exception pbgreen raises, in one tree.
+
+::
+
+    Exception
+     +-- Error                      expected remote errors (Twisted's pb.Error)
+     |    +-- RefLimitError         too many live references on one connection
+     +-- CopiedFailure              raised locally for any error the peer sent
+     +-- InsecureJelly              a value refused by the security policy, by
+     |                              us before sending or by the peer on receipt
+     +-- NoSuchMethod (AttributeError)
+     +-- ConnectionError
+     |    +-- ProtocolError         the peer broke PB's rules; connection closed
+     |    |    +-- BananaError      bytes that are not banana
+     |    |    +-- DeadReferenceError   a call on a connection already gone
+     |    +-- PBConnectionLost      the line died while a call waited
+     +-- UnauthorizedLogin          wrong password or unknown user
+     +-- UnhandledCredentials       no checker for these credentials
+
+Who is at fault is in the name: ``ProtocolError`` means the peer misbehaved,
+``InsecureJelly`` means a value was refused (by us before sending, or by the
+peer on receipt), ``CopiedFailure`` means the remote method raised.
+
+``TWISTED_NAMES`` maps Twisted's qualified names of the equivalent classes to
+ours, so errors from a Twisted peer surface as pbgreen's classes, and errors
+we send list Twisted's names among their parents.
+"""
+
+from __future__ import annotations
+
+import builtins
+import weakref
+from typing import Any
+
+
+def qual(cls: type) -> str:
+    """The fully qualified name PB uses for a class: ``module.QualName``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# Known pb.Error subclasses by qualified name, so a remote error can become an
+# instance of the caller's own class without importing anything by name.
+_error_classes: "weakref.WeakValueDictionary[str, type]" = weakref.WeakValueDictionary()
+
+
+class Error(Exception):
+    """Base class of *expected* remote errors (Twisted's ``pb.Error``).
+
+    Raise a subclass from a remote method to send it to the caller without
+    logging it as a server error. A caller whose process defines a subclass
+    under the same qualified name can ``except`` it directly.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _error_classes[qual(cls)] = cls
+
+
+class RefLimitError(Error):
+    """The connection holds as many live references as PB allows (1,024)."""
+
+
+class InsecureJelly(Exception):
+    """A class or type was refused by the security policy.
+
+    Raised locally before sending a value that cannot be serialized, and in
+    the caller when the peer refused something it was sent.
+    """
+
+
+class NoSuchMethod(AttributeError):
+    """The remote object has no method of that name with the required prefix."""
+
+
+class ProtocolError(ConnectionError):
+    """The peer sent something that is not PB; the connection is closed."""
+
+
+class BananaError(ProtocolError):
+    """Bytes that do not decode as banana, or that break one of its limits."""
+
+
+class DeadReferenceError(ProtocolError):
+    """A call on a reference whose connection is gone (raised at the call)."""
+
+
+class PBConnectionLost(ConnectionError):
+    """The connection died while a call was waiting for its answer."""
+
+
+class UnauthorizedLogin(Exception):
+    """The credentials were refused: unknown user or wrong password."""
+
+
+class UnhandledCredentials(UnauthorizedLogin):
+    """The portal has no checker for this kind of credentials."""
+
+
+class CopiedFailure(Exception):
+    """Raised locally for an error that happened on the peer.
+
+    When the remote class is a builtin exception, ``InsecureJelly``, a login
+    error, or a ``pb.Error`` subclass defined here under the same qualified
+    name, the raised object is also an instance of that class.
+
+    Attributes:
+        type: the remote class's fully qualified name (``"builtins.ValueError"``).
+        value: the remote ``str(exception)``.
+        remoteTraceback: the remote traceback text, or a placeholder when the
+            peer does not send tracebacks.
+        parents: qualified names of the remote class and its bases.
+    """
+
+    type: str
+    value: str
+    remoteTraceback: str
+    parents: list[str]
+
+    def __init__(self, type: str = "builtins.Exception", value: str = "",
+                 remoteTraceback: str = "Traceback unavailable\n",
+                 parents: list[str] | None = None) -> None:
+        Exception.__init__(self, value)
+        self.type = type
+        self.value = value
+        self.remoteTraceback = remoteTraceback
+        self.parents = list(parents) if parents else [type]
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"<CopiedFailure {self.type}: {self.value!r}>"
+
+    def getErrorMessage(self) -> str:
+        """The remote exception's message, as ``Failure.getErrorMessage``."""
+        return self.value
+
+    def check(self, *types: type | str) -> type | str | None:
+        """Return the first of ``types`` this error matches, else ``None``.
+
+        A type matches when this object is an instance of it or when its
+        qualified name is among the remote class's parents.
+        """
+        for t in types:
+            name = t if isinstance(t, str) else qual(t)
+            if name in self.parents or (not isinstance(t, str) and isinstance(self, t)):
+                return t
+        return None
+
+    def trap(self, *types: type | str) -> type | str:
+        """Return the matching type (see :meth:`check`) or re-raise this error."""
+        found = self.check(*types)
+        if found is None:
+            raise self
+        return found
+
+    def printTraceback(self, file: Any = None) -> None:
+        """Write the remote traceback, as ``Failure.printTraceback`` does."""
+        import sys
+
+        out = file if file is not None else sys.stderr
+        out.write(f"Traceback from remote host -- {self.type}: {self.value}\n")
+        out.write(self.remoteTraceback)
+
+
+# Twisted's qualified names for the classes that have an equivalent here.
+TWISTED_NAMES: dict[str, type] = {
+    "twisted.spread.pb.Error": Error,
+    "twisted.spread.jelly.InsecureJelly": InsecureJelly,
+    "twisted.spread.flavors.NoSuchMethod": NoSuchMethod,
+    "twisted.cred.error.UnauthorizedLogin": UnauthorizedLogin,
+    "twisted.cred.error.UnhandledCredentials": UnhandledCredentials,
+    "twisted.spread.pb.DeadReferenceError": DeadReferenceError,
+    "twisted.spread.pb.PBConnectionLost": PBConnectionLost,
+    "twisted.spread.pb.ProtocolError": ProtocolError,
+}
+_TWISTED_NAME_OF = {cls: name for name, cls in TWISTED_NAMES.items()}
+_OWN = {qual(c): c for c in (Error, RefLimitError, InsecureJelly, NoSuchMethod, ProtocolError,
+                             BananaError, DeadReferenceError, PBConnectionLost,
+                             UnauthorizedLogin, UnhandledCredentials)}
+
+
+def parents_of(cls: type) -> list[str]:
+    """Qualified names of ``cls`` and its bases, most derived first.
+
+    Twisted's name of an equivalent class follows ours, so a Twisted peer's
+    ``failure.check(UnauthorizedLogin)`` matches an error pbgreen sent.
+    """
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if klass is CopiedFailure:
+            continue
+        names.append(qual(klass))
+        twisted = _TWISTED_NAME_OF.get(klass)
+        if twisted:
+            names.append(twisted)
+    return names
+
+
+def local_class_for(name: str) -> type | None:
+    """The local exception class that a remote qualified name stands for.
+
+    Only classes already known in this process qualify: builtin exceptions,
+    pbgreen's own, Twisted's equivalents, and ``pb.Error`` subclasses that
+    were defined here. Nothing is imported.
+    """
+    if name.startswith("builtins."):
+        cls = getattr(builtins, name[9:], None)
+        if isinstance(cls, type) and issubclass(cls, Exception) and name.count(".") == 1:
+            return cls
+        return None
+    return _OWN.get(name) or TWISTED_NAMES.get(name) or _error_classes.get(name)
+
+
+_copied_classes: dict[type, type] = {}
+
+
+def copied_failure_class(local: type | None) -> type:
+    """A subclass of both ``CopiedFailure`` and ``local`` (cached)."""
+    if local is None or local is Exception or issubclass(local, CopiedFailure):
+        return CopiedFailure
+    cls = _copied_classes.get(local)
+    if cls is None:
+        try:
+            cls = type(f"CopiedFailure[{local.__qualname__}]", (CopiedFailure, local),
+                       {"__module__": __name__, "__str__": CopiedFailure.__str__,
+                        "__init__": CopiedFailure.__init__})
+        except TypeError:  # a layout the two bases cannot share
+            cls = CopiedFailure
+        _copied_classes[local] = cls
+    return cls
+
+
+def make_copied_failure(type_name: str, value: str, traceback: str,
+                        parents: list[str] | None) -> CopiedFailure:
+    """Build the exception a caller sees for a remote error."""
+    parents = list(parents) if parents else [type_name]
+    local = None
+    for name in parents:
+        local = local_class_for(name)
+        if local is not None:
+            break
+    cls = copied_failure_class(local)
+    exc = cls.__new__(cls)
+    CopiedFailure.__init__(exc, type_name, value, traceback, parents)
+    return exc

@@ -1,0 +1,101 @@
+"""PBServer: a gevent TCP (or TLS) server handing each connection a broker."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from .connection import Connection, set_nodelay
+from .jelly import SecurityOptions
+
+__all__ = ["PBServer", "portno"]
+
+log = logging.getLogger("pbgreen.server")
+
+#: PB's default port.
+portno = 8787
+
+
+class PBServer:
+    """Serve a root object (or, later, a portal) over PB.
+
+    Args:
+        root: the object every connection reaches as its root. If it has a
+            ``rootObject(connection)`` method (``pb.Root`` does), that is
+            called per connection to get the root for it.
+        port: TCP port; 0 picks a free one (see ``address``).
+        host: interface to listen on.
+        ssl_context: a server-side ``ssl.SSLContext`` to serve TLS.
+        unsafeTracebacks: send full remote tracebacks with errors.
+        security: ``SecurityOptions`` for what may arrive (default: the
+            global registry of ``setUnjellyableForClass``).
+        max_connections: connections served at once.
+        max_calls: incoming calls running at once per connection.
+    """
+
+    def __init__(self, root: Any, port: int = portno, host: str = "0.0.0.0",
+                 ssl_context: ssl.SSLContext | None = None, unsafeTracebacks: bool = False,
+                 security: SecurityOptions | None = None, max_connections: int = 10_000,
+                 max_calls: int = 1000) -> None:
+        self.root = root
+        self.unsafeTracebacks = unsafeTracebacks
+        self.security = security
+        self.max_calls = max_calls
+        self.connections: set[Connection] = set()
+        self._stopped = Event()
+        tls = {"ssl_context": ssl_context} if ssl_context is not None else {}
+        self._server = StreamServer((host, port), self._handle, spawn=Pool(max_connections),
+                                    **tls)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The ``(host, port)`` actually bound."""
+        return self._server.address[:2]
+
+    def start(self) -> None:
+        """Start listening and return at once."""
+        if not self._server.started:
+            self._stopped.clear()
+            self._server.start()
+
+    def serve_forever(self) -> None:
+        """Start if needed, then block until ``stop()``."""
+        self.start()
+        self._stopped.wait()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop listening and close every connection."""
+        for connection in list(self.connections):
+            connection.close("server stopping")
+            connection.kill_calls(timeout=timeout)
+        self._server.stop(timeout=timeout)
+        self._stopped.set()
+
+    def __enter__(self) -> "PBServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def _handle(self, sock: Any, address: Any) -> None:
+        set_nodelay(sock)
+        connection = Connection(sock, is_client=False, security=self.security,
+                                unsafe_tracebacks=self.unsafeTracebacks,
+                                max_calls=self.max_calls, peer=address)
+        root = self.root
+        per_connection = getattr(root, "rootObject", None)
+        if per_connection is not None:
+            root = per_connection(connection)
+        connection.protocol.set_root(root)
+        self.connections.add(connection)
+        try:
+            connection.run()
+        finally:
+            self.connections.discard(connection)
+            connection.kill_calls(timeout=1)
