@@ -5,8 +5,9 @@ raises the copied remote error. The wire protocol is Twisted PB's, so
 pbgreen and Twisted peers talk to each other in both directions.
 """
 
+from typing import Any
+
 from . import banana, jelly
-from .client import PBClient, connect
 from .errors import (BananaError, CopiedFailure, DeadReferenceError, Error, InsecureJelly,
                      NoSuchMethod, PBConnectionLost, ProtocolError, RefLimitError,
                      UnauthorizedLogin, UnhandledCredentials)
@@ -15,7 +16,24 @@ from .flavors import (Avatar, Cacheable, Copyable, Referenceable, RemoteCache, R
 from .jelly import (SecurityOptions, setUnjellyableFactoryForClass, setUnjellyableForClass,
                     setUnjellyableForClassTree)
 from .reference import RemoteReference
-from .server import PBServer, portno
+
+#: PB's default port.
+portno = 8787
+
+# The gevent driver is imported on first use, so that ``import pbgreen.jelly``
+# (the sans-I/O core) never pulls gevent in.
+_DRIVER = {"PBClient": "client", "connect": "client", "PBServer": "server"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _DRIVER.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pbgreen' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __version__ = "0.1.0"
 

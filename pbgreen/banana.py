@@ -101,9 +101,11 @@ def _string(value: bytes, vocab: dict[bytes, bytes]) -> bytes:
     return (_STRING_HEAD[n] if n < _CACHED else _b128(n) + b"\x82") + value
 
 
-def _encode(obj: Any, out: bytearray, vocab: dict[bytes, bytes]) -> None:
+def _encode(obj: Any, out: bytearray, vocab: dict[bytes, bytes], depth: int = 1) -> None:
     t = type(obj)
     if t is list or t is tuple:
+        if depth > MAX_DEPTH:
+            raise EncodeError(f"lists nested deeper than {MAX_DEPTH}: a PB peer would refuse it")
         n = len(obj)
         if n < _CACHED:
             out += _LIST_HEAD[n]
@@ -127,10 +129,8 @@ def _encode(obj: Any, out: bytearray, vocab: dict[bytes, bytes]) -> None:
                         out += _string(item, vocab)
             elif ti is int and 0 <= item < _CACHED:
                 out += _INT_BYTES[item]
-            elif ti is list:
-                _encode(item, out, vocab)
             else:
-                _encode(item, out, vocab)
+                _encode(item, out, vocab, depth + 1)
     elif t is bytes:
         out += _string(obj, vocab)
     elif t is int or t is bool:
@@ -139,7 +139,7 @@ def _encode(obj: Any, out: bytearray, vocab: dict[bytes, bytes]) -> None:
         out.append(FLOAT)
         out += _pack_double(obj)
     elif isinstance(obj, (list, tuple)):
-        _encode(list(obj), out, vocab)
+        _encode(list(obj), out, vocab, depth)
     elif isinstance(obj, bool):
         out += _int(int(obj))
     else:
@@ -163,8 +163,9 @@ class Decoder:
 
     Limits are per decoder and checked before allocating: ``size_limit``
     (elements per list, bytes per string), ``prefix_limit`` (bytes of one
-    prefix), ``max_depth`` (list nesting), ``max_message_size`` (bytes of one
-    top-level expression) and ``max_items`` (elements in one expression).
+    prefix) and ``max_depth`` (list nesting) as each element header arrives;
+    ``max_message_size`` (bytes of one top-level expression) and
+    ``max_items`` (elements in one expression) as each piece of data is fed.
     Any violation or malformed input raises ``BananaError``; the decoder then
     stays failed.
     """
@@ -178,17 +179,34 @@ class Decoder:
         self.max_depth = max_depth
         self.max_message_size = max_message_size
         self.max_items = max_items
-        self._buf = bytearray()
-        self._stack: list[list[Any]] = []  # [remaining, items] per open list
+        self._rest = b""                   # bytes of an element not complete yet
+        self._chunks: list[bytes] = []     # pieces of a long string body still arriving
+        self._have = 0                     # bytes in _chunks
+        self._need = 0                     # bytes needed before reading on
+        self._cur: list[Any] | None = None  # innermost list being filled
+        self._remaining = 0                # elements _cur still expects
+        self._stack: list[tuple[list[Any], int]] = []  # enclosing lists
         self._items = 0                    # elements in the current expression
-        self._size = 0                     # bytes in the current expression
+        self._size = 0                     # bytes of the current expression already read
         self._failed: BananaError | None = None
 
     def _fail(self, message: str) -> BananaError:
         self._failed = BananaError(message)
-        self._buf = bytearray()
+        self._rest = b""
+        self._chunks = []
+        self._cur = None
         self._stack = []
         return self._failed
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an element that is not complete yet."""
+        return len(self._rest) + self._have
+
+    @property
+    def in_expression(self) -> bool:
+        """Whether part of an expression has been read but not finished."""
+        return self._cur is not None or bool(self._rest) or bool(self._have)
 
     def feed(self, data: bytes, limit: int | None = None) -> list[Any]:
         """Add ``data``; return every top-level expression now complete.
@@ -198,17 +216,31 @@ class Decoder:
         """
         if self._failed is not None:
             raise BananaError(f"decoder already failed: {self._failed}")
-        buf = self._buf
-        buf += data
+        if self._chunks:
+            self._chunks.append(bytes(data))
+            self._have += len(data)
+            if self._have < self._need:
+                if self._size + self._have > self.max_message_size:
+                    raise self._fail(f"message is over the {self.max_message_size}-byte limit")
+                return []
+            buf = b"".join(self._chunks)
+            self._chunks = []
+            self._have = 0
+        elif self._rest:
+            buf = self._rest + data
+        else:
+            buf = bytes(data)
+        self._rest = b""
         n = len(buf)
         pos = 0
-        stack = self._stack
+        mark = 0  # where the current expression started in buf
         out: list[Any] = []
-        size_limit = self.size_limit
+        cur = self._cur
+        remaining = self._remaining
+        stack = self._stack
         items = self._items
-        size = self._size
-        max_items = self.max_items
-        max_size = self.max_message_size
+        size_limit = self.size_limit
+        vocab = VOCAB if self.vocab else None
         while pos < n:
             b0 = buf[pos]
             if b0 >= 0x80:
@@ -217,8 +249,8 @@ class Decoder:
                 value, typ, start = b0, buf[pos + 1], pos + 2
             else:
                 end = pos + 1
-                limit = min(n, pos + self.prefix_limit + 1)
-                while end < limit and buf[end] < 0x80:
+                stop = min(n, pos + self.prefix_limit + 1)
+                while end < stop and buf[end] < 0x80:
                     end += 1
                 if end - pos > self.prefix_limit:
                     raise self._fail(f"prefix longer than {self.prefix_limit} bytes: "
@@ -236,40 +268,38 @@ class Decoder:
                                      "limit (Security precaution: string too long)")
                 stop = start + value
                 if stop > n:
-                    if size + stop - pos > max_size:
-                        raise self._fail(f"message is over the {max_size}-byte limit")
-                    break
-                item: Any = bytes(buf[start:stop])
-            elif typ == INT:
-                stop = start
-                item = value
+                    self._need = stop - pos
+                    break  # body still arriving
+                item: Any = buf[start:stop]
             elif typ == LIST:
                 if value > size_limit:
                     raise self._fail(f"list of {value} elements is over the {size_limit}-element "
                                      "limit (Security precaution: list too long)")
+                pos = start
                 if value:
-                    if len(stack) >= self.max_depth:
-                        raise self._fail(f"lists nested deeper than {self.max_depth}")
+                    if cur is not None:
+                        if len(stack) + 1 >= self.max_depth:
+                            raise self._fail(f"lists nested deeper than {self.max_depth}")
+                        stack.append((cur, remaining))
+                    cur = []
+                    remaining = value
                     items += 1
-                    size += start - pos
-                    pos = start
-                    stack.append([value, []])
                     continue
                 item = []
                 stop = start
+            elif typ == INT or typ == LONGINT:
+                item = value
+                stop = start
             elif typ == VOCAB_TYPE:
-                if not self.vocab:
+                if vocab is None:
                     raise self._fail("vocabulary symbol received before dialect 'pb' was chosen")
-                item = VOCAB.get(value)
+                item = vocab.get(value)
                 if item is None:
                     raise self._fail(f"unknown vocabulary symbol {value}")
                 stop = start
             elif typ == NEG or typ == LONGNEG:
-                stop = start
                 item = -value
-            elif typ == LONGINT:
                 stop = start
-                item = value
             elif typ == FLOAT:
                 stop = start + 8
                 if stop > n:
@@ -278,32 +308,46 @@ class Decoder:
             else:
                 raise self._fail(f"unknown banana type byte 0x{typ:02x}: "
                                  "the peer is not speaking banana")
-            items += 1
-            size += stop - pos
             pos = stop
-            if items > max_items:
-                raise self._fail(f"message has more than {max_items} elements")
-            if size > max_size:
-                raise self._fail(f"message is over the {max_size}-byte limit")
-            # Hand the finished item to its list; close every list it completes.
-            while stack:
-                top = stack[-1]
-                top[1].append(item)
-                top[0] -= 1
-                if top[0]:
+            items += 1
+            # Hand the item to its list; every list it completes goes to its parent.
+            while cur is not None:
+                cur.append(item)
+                remaining -= 1
+                if remaining:
                     break
-                stack.pop()
-                item = top[1]
+                item = cur
+                if stack:
+                    cur, remaining = stack.pop()
+                else:
+                    cur = None
             else:
                 out.append(item)
+                if items > self.max_items:
+                    raise self._fail(f"message has more than {self.max_items} elements")
+                if self._size + pos - mark > self.max_message_size:
+                    raise self._fail(f"message is over the {self.max_message_size}-byte limit")
                 items = 0
-                size = 0
+                self._size = 0
+                mark = pos
                 if limit is not None and len(out) >= limit:
                     break
-        if pos:
-            del buf[:pos]
+        self._cur = cur
+        self._remaining = remaining
         self._items = items
-        self._size = size
+        if items > self.max_items:
+            raise self._fail(f"message has more than {self.max_items} elements")
+        self._size += n - mark
+        if self._size > self.max_message_size:
+            raise self._fail(f"message is over the {self.max_message_size}-byte limit")
+        self._size -= n - pos  # the unread tail is counted again when it is read
+        if pos < n:
+            if self._need > n - pos:
+                self._chunks = [buf[pos:]]
+                self._have = n - pos
+            else:
+                self._rest = buf[pos:]
+        self._need = 0
         return out
 
 
@@ -311,7 +355,7 @@ def decode(data: bytes, *, vocab: bool = True) -> Any:
     """Decode exactly one complete expression; ``BananaError`` otherwise."""
     decoder = Decoder(vocab=vocab)
     found = decoder.feed(data)
-    if len(found) != 1 or decoder._buf or decoder._stack:
+    if len(found) != 1 or decoder.in_expression:
         raise BananaError(f"expected exactly one complete banana expression in {len(data)} bytes")
     return found[0]
 

@@ -8,11 +8,11 @@ from typing import Any
 import gevent
 from gevent import socket
 
+from . import portno
 from .connection import Connection, set_nodelay
 from .errors import ProtocolError
 from .jelly import SecurityOptions
 from .reference import RemoteReference
-from .server import portno
 
 __all__ = ["PBClient", "connect"]
 

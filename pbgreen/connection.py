@@ -127,6 +127,7 @@ class Connection:
         self._wake.start(self._on_wake)
         self._wake.ref = False
         self.protocol.on_decref_queued = self._wake.send
+        self.protocol.on_callbacks = lambda callbacks: gevent.spawn(_run_callbacks, callbacks)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -143,11 +144,19 @@ class Connection:
         """Read in a new greenlet (clients); servers call ``run`` directly."""
         self._reader = gevent.spawn(self.run)
 
-    def run(self) -> None:
-        """Read until the connection ends; the reader greenlet's body."""
+    def run(self, handshake_timeout: float | None = None) -> None:
+        """Read until the connection ends; the reader greenlet's body.
+
+        With ``handshake_timeout``, a peer that has not finished the PB
+        handshake by then is disconnected.
+        """
         reason: Any = "closed by the peer"
         protocol = self.protocol
         recv = self.sock.recv
+        watchdog = None
+        if handshake_timeout is not None:
+            watchdog = gevent.spawn_later(handshake_timeout, self._handshake_expired,
+                                          handshake_timeout)
         try:
             self.flush()  # an acceptor offers its dialects first
             while not self.closed:
@@ -176,7 +185,15 @@ class Connection:
         except OSError as exc:
             reason = exc
         finally:
+            if watchdog is not None:
+                watchdog.kill(block=False)
             self._lost(reason)
+
+    def _handshake_expired(self, seconds: float) -> None:
+        if not self.ready.is_set():
+            log.warning("closing connection to %s: no PB handshake within %s s", self.peer,
+                        seconds)
+            self._lost(f"no PB handshake within {seconds} s")
 
     def close(self, reason: str = "closed locally") -> None:
         """Close the connection; calls waiting for answers get ``PBConnectionLost``."""
@@ -273,6 +290,7 @@ class Connection:
         except BaseException:
             if result.ready() and result.successful():
                 self.protocol.release_value(result.value.sexp)
+                self.protocol.done_with(result.value)
                 if not self.closed:
                     self._wake.send()
             else:
@@ -293,9 +311,10 @@ class Connection:
         return CallResult(self, request_id, result, ref.perspective)
 
     def _outcome(self, reply: Reply, perspective: Any) -> Any:
-        if reply.ok:
-            return self.protocol.unjelly_reply(reply.sexp, perspective)
-        raise self.protocol.failure_from(reply.sexp)
+        value = self.protocol.read_reply(reply, perspective)
+        if not reply.ok:
+            raise value
+        return value
 
     # ------------------------------------------------------------------ calls in
 

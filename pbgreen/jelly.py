@@ -174,7 +174,10 @@ class Jellier:
     def jelly(self, obj: Any) -> Any:
         """The s-expression of ``obj``."""
         holder: list[Any] = []
-        self.into(obj, holder)
+        try:
+            self.into(obj, holder)
+        except RecursionError:
+            raise InsecureJelly("value is nested too deeply to send") from None
         return holder[0]
 
     def _seen(self, entry: list[Any], out: list[Any]) -> None:
@@ -394,7 +397,12 @@ class Unjellier:
 
     def unjellyFull(self, sexp: Any) -> Any:
         """Rebuild a whole value; every dereference must resolve."""
-        result = self.unjelly(sexp)
+        try:
+            result = self.unjelly(sexp)
+        except TypeError as exc:  # a late-resolved member turned out unhashable
+            raise InsecureJelly(f"malformed value from the peer: {exc}") from None
+        except RecursionError:
+            raise InsecureJelly("value from the peer is nested too deeply") from None
         if self._waiting:
             raise InsecureJelly(f"dereference to unknown reference ids {sorted(map(repr, self._waiting))}")
         if type(result) is _Unresolved:
@@ -671,6 +679,8 @@ class Unjellier:
 
 
 def _set_state(instance: Any, state: Any) -> None:
+    if state is None and not hasattr(instance, "setCopyableState"):
+        return  # Python 3.11+ sends None for an instance without attributes
     setter = getattr(instance, "setCopyableState", None)
     if setter is not None:
         setter(state)
@@ -713,8 +723,8 @@ def _boolean(sexp: list[Any]) -> bool:
 def _decimal(sexp: list[Any]) -> decimal.Decimal:
     if len(sexp) != 3 or type(sexp[1]) is not int or type(sexp[2]) is not int:
         raise ValueError("bad decimal")
-    if abs(sexp[2]) > 100_000 or abs(sexp[1]) > 10 ** 4300:
-        raise ValueError("decimal exponent out of range")
+    if abs(sexp[1]) > 10 ** 4300:
+        raise ValueError("decimal with more than 4300 digits")
     digits = tuple(int(c) for c in str(abs(sexp[1])))
     return decimal.Decimal((1 if sexp[1] < 0 else 0, digits, sexp[2]))
 

@@ -72,14 +72,18 @@ class IncomingCall:
 
 
 class Reply:
-    """An answer (``ok``) or error for the call that registered ``token``."""
+    """An answer (``ok``) or error for the call that registered ``token``.
 
-    __slots__ = ("token", "ok", "sexp")
+    Pass it back to ``Broker.read_reply`` to get the value or exception.
+    """
+
+    __slots__ = ("token", "ok", "sexp", "pins", "__weakref__")
 
     def __init__(self, token: Any, ok: bool, sexp: Any) -> None:
         self.token = token
         self.ok = ok
         self.sexp = sexp
+        self.pins: list[Any] = []
 
 
 class Ready:
@@ -174,6 +178,9 @@ class Broker:
         self._remote_refs: dict[Any, tuple[weakref.ref[RemoteReference], list[int]]] = {}
         self._decrefs: deque[tuple[Any, list[int]]] = deque()
         self._cleanups: dict[Any, list[Callable[[], Any]]] = {}
+        self._unread: "weakref.WeakSet[Reply]" = weakref.WeakSet()
+        #: Called with a list of user callbacks to run outside the reader.
+        self.on_callbacks: Callable[[list[Callable[[], Any]]], Any] | None = None
         self._violations = 0
         #: Set when the peer earned a disconnect; the driver closes after flushing.
         self.close_reason: str | None = None
@@ -297,7 +304,9 @@ class Broker:
                 return
             raise ProtocolError(f"{expr[0].decode()} for request {request_id!r:.20}, "
                                 "which was never sent or was already answered")
-        events.append(Reply(token, expr[0] == b"answer", expr[2]))
+        reply = Reply(token, expr[0] == b"answer", expr[2])
+        self._unread.add(reply)
+        events.append(reply)
 
     def _on_decref(self, expr: list[Any], events: list[Any]) -> None:
         self._fields(expr, 2)
@@ -352,10 +361,53 @@ class Broker:
         entry.refcount -= 1
         if entry.refcount > 0:
             return []
+        if run_cleanup and self._pin(luid):
+            return []
         del self.local_objects[luid]
         self.luids.pop(entry.puid, None)
         callbacks = self._cleanups.pop(entry.puid, [])
         return callbacks if run_cleanup else []
+
+    def _pin(self, luid: Any) -> bool:
+        """Keep ``luid`` while an answer that names it as ``local`` is unread.
+
+        The peer rightly sends its decref after such an answer, but the
+        reader may see the decref before the caller's greenlet reads the
+        answer.
+        """
+        pinned = False
+        for reply in list(self._unread):
+            if _mentions_local(reply.sexp, luid):
+                reply.pins.append(weakref.finalize(reply, self._unpin, luid))
+                pinned = True
+        return pinned
+
+    def _unpin(self, luid: Any) -> None:
+        entry = self.local_objects.get(luid)
+        if entry is None or entry.refcount > 0 or any(
+                _mentions_local(r.sexp, luid) for r in self._unread if r.pins):
+            return
+        del self.local_objects[luid]
+        self.luids.pop(entry.puid, None)
+        callbacks = self._cleanups.pop(entry.puid, [])
+        if callbacks and self.on_callbacks is not None:
+            self.on_callbacks(callbacks)
+
+    def read_reply(self, reply: Reply, perspective: Any = None) -> Any:
+        """The answer's value, or the exception an ``error`` stands for (returned)."""
+        try:
+            if reply.ok:
+                return self._unjelly(reply.sexp, perspective)
+            return self.failure_from(reply.sexp)
+        finally:
+            self.done_with(reply)
+
+    def done_with(self, reply: Reply) -> None:
+        """The reply was read (or will never be): release what it pinned."""
+        self._unread.discard(reply)
+        pins, reply.pins = reply.pins, []
+        for pin in pins:
+            pin()
 
     def on_release(self, obj: Any, callback: Callable[[], Any]) -> None:
         """Run ``callback`` once the peer has released every reference to ``obj``."""
@@ -459,10 +511,6 @@ class Broker:
         """The caller stopped waiting: drop the answer when it comes, release its references."""
         if self.pending.pop(request_id, None) is not None and self.connected:
             self._abandoned.add(request_id)
-
-    def unjelly_reply(self, sexp: Any, perspective: Any = None) -> Any:
-        """The value of an answer (``InsecureJelly`` if it holds refused classes)."""
-        return self._unjelly(sexp, perspective)
 
     def _unjelly(self, sexp: Any, perspective: Any) -> Any:
         try:
@@ -581,6 +629,17 @@ class Broker:
         self._decrefs.clear()
         self._out.clear()
         return tokens, callbacks
+
+
+def _mentions_local(sexp: Any, luid: Any) -> bool:
+    stack = [sexp]
+    while stack:
+        node = stack.pop()
+        if type(node) is list and node:
+            if node[0] == b"local" and len(node) == 2 and node[1] == luid:
+                return True
+            stack.extend(node)
+    return False
 
 
 def _text(value: Any) -> str:

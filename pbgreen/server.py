@@ -10,15 +10,13 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
+from . import portno
 from .connection import Connection, set_nodelay
 from .jelly import SecurityOptions
 
 __all__ = ["PBServer", "portno"]
 
 log = logging.getLogger("pbgreen.server")
-
-#: PB's default port.
-portno = 8787
 
 
 class PBServer:
@@ -36,16 +34,19 @@ class PBServer:
             global registry of ``setUnjellyableForClass``).
         max_connections: connections served at once.
         max_calls: incoming calls running at once per connection.
+        handshake_timeout: seconds a new connection has to finish the PB
+            handshake before it is closed.
     """
 
     def __init__(self, root: Any, port: int = portno, host: str = "0.0.0.0",
                  ssl_context: ssl.SSLContext | None = None, unsafeTracebacks: bool = False,
                  security: SecurityOptions | None = None, max_connections: int = 10_000,
-                 max_calls: int = 1000) -> None:
+                 max_calls: int = 1000, handshake_timeout: float = 30.0) -> None:
         self.root = root
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
         self.max_calls = max_calls
+        self.handshake_timeout = handshake_timeout
         self.connections: set[Connection] = set()
         self._stopped = Event()
         tls = {"ssl_context": ssl_context} if ssl_context is not None else {}
@@ -95,7 +96,7 @@ class PBServer:
         connection.protocol.set_root(root)
         self.connections.add(connection)
         try:
-            connection.run()
+            connection.run(self.handshake_timeout)
         finally:
             self.connections.discard(connection)
             connection.kill_calls(timeout=1)
