@@ -1,0 +1,240 @@
+"""Calls, references and concurrency over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import gc
+
+import gevent
+import pytest
+
+import pbgreen as pb
+
+
+class Child(pb.Referenceable):
+    def remote_hello(self, name):
+        return "hello " + name
+
+
+class Root(pb.Root):
+    def __init__(self):
+        self.child = Child()
+        self.connections = []
+        self.release = gevent.event.Event()
+
+    def rootObject(self, connection):
+        self.connections.append(connection)
+        return self
+
+    def remote_echo(self, *args, **kwargs):
+        return [list(args), kwargs]
+
+    def remote_add(self, a, b, c=0):
+        return a + b + c
+
+    def remote_getChild(self):
+        return self.child
+
+    def remote_getChildTwice(self):
+        return [self.child, self.child]
+
+    def remote_isChild(self, x):
+        return x is self.child
+
+    def remote_returnIt(self, x):
+        return x
+
+    def remote_callback(self, ref, value):
+        return ref.callRemote("ping", value)
+
+    def remote_slow(self, value):
+        self.release.wait(10)
+        return value
+
+    def remote_slowChild(self):
+        self.release.wait(10)
+        return self.child
+
+    def remote_table(self):
+        return len(self.connections[-1].protocol.local_objects)
+
+
+class Pinger(pb.Referenceable):
+    def __init__(self):
+        self.seen = []
+
+    def remote_ping(self, value):
+        self.seen.append(value)
+        return value * 2
+
+
+@pytest.fixture
+def root():
+    return Root()
+
+
+def test_echo_args_kwargs_and_basic_types(serve, connect, root):
+    ref = connect(serve(root)).getRootObject()
+    value = ["text", b"bytes", 0, -1, 2 ** 31, -(2 ** 70), 1.5, None, True, False,
+             (1, 2), {"k": [1]}, {3}, frozenset([4])]
+    assert ref.callRemote("echo", *value, key="word") == [value, {"key": "word"}]
+    assert ref.callRemote("add", 1, 2, c=3) == 6
+
+
+def test_returned_reference_is_callable_and_comes_back_as_the_original(serve, connect, root):
+    ref = connect(serve(root)).getRootObject()
+    child = ref.callRemote("getChild")
+    assert isinstance(child, pb.RemoteReference)
+    assert child.callRemote("hello", "bob") == "hello bob"
+    assert ref.callRemote("isChild", child) is True
+    assert ref.callRemote("getChild") is child  # one live handle per peer object
+
+
+def test_client_object_sent_and_returned_is_the_same_object(serve, connect, root):
+    ref = connect(serve(root)).getRootObject()
+    mine = Pinger()
+    assert ref.callRemote("returnIt", mine) is mine
+
+
+def test_server_calls_back_into_client_during_clients_call(serve, connect, root):
+    ref = connect(serve(root)).getRootObject()
+    pinger = Pinger()
+    assert ref.callRemote("callback", pinger, 21) == 42
+    assert pinger.seen == [21]
+
+
+def test_decref_returns_server_table_to_its_size(serve, connect, root):
+    ref = connect(serve(root)).getRootObject()
+    base = ref.callRemote("table")
+    children = ref.callRemote("getChildTwice")
+    assert children[0] is children[1]
+    assert ref.callRemote("table") == base + 1
+    del children
+    gc.collect()
+    with gevent.Timeout(5):
+        while ref.callRemote("table") != base:
+            gevent.sleep(0.01)
+
+
+def test_many_calls_in_flight_are_matched_to_their_callers(serve, connect, root):
+    ref = connect(serve(root)).getRootObject()
+    jobs = [gevent.spawn(ref.callRemote, "add", i, i) for i in range(200)]
+    gevent.joinall(jobs, timeout=10, raise_error=True)
+    assert [job.value for job in jobs] == [2 * i for i in range(200)]
+
+
+def test_call_remote_async(serve, connect, root):
+    ref = connect(serve(root)).getRootObject()
+    results = [ref.callRemoteAsync("add", i, 1) for i in range(50)]
+    assert [r.get(timeout=10) for r in results] == list(range(1, 51))
+    failing = ref.callRemoteAsync("nosuch")
+    with pytest.raises(pb.NoSuchMethod):
+        failing.get(timeout=10)
+
+
+def test_pbanswer_false_returns_none_and_still_runs(serve, connect, root):
+    ref = connect(serve(root)).getRootObject()
+    pinger = Pinger()
+    assert ref.callRemote("callback", pinger, 5, pbanswer=False) is None
+    with gevent.Timeout(5):
+        while not pinger.seen:
+            gevent.sleep(0.01)
+    assert pinger.seen == [5]
+
+
+def test_timeout_abandons_the_call_and_the_late_answer_is_dropped(serve, connect, root):
+    client = connect(serve(root))
+    ref = client.getRootObject()
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.05):
+            ref.callRemote("slow", "late")
+    assert client.connection.protocol.pending == {}
+    root.release.set()
+    assert ref.callRemote("add", 2, 3) == 5  # the late answer did not confuse anyone
+    with gevent.Timeout(5):
+        while client.connection.protocol._abandoned:
+            gevent.sleep(0.01)
+
+
+def test_late_answer_with_a_reference_is_given_back(serve, connect, root):
+    client = connect(serve(root))
+    ref = client.getRootObject()
+    base = ref.callRemote("table")
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.05):
+            ref.callRemote("slowChild")
+    root.release.set()
+    with gevent.Timeout(5):
+        while ref.callRemote("table") != base:
+            gevent.sleep(0.01)
+
+
+def test_dead_reference_raises_at_once_after_close(serve, connect, root):
+    client = connect(serve(root))
+    ref = client.getRootObject()
+    client.close()
+    with pytest.raises(pb.DeadReferenceError):
+        ref.callRemote("add", 1, 2)
+    with pytest.raises(pb.DeadReferenceError):
+        ref.callRemoteAsync("add", 1, 2)
+
+
+def test_connection_lost_fails_every_call_in_flight(serve, connect, root):
+    server = serve(root)
+    ref = connect(server).getRootObject()
+    jobs = [gevent.spawn(ref.callRemote, "slow", i) for i in range(5)]
+    with gevent.Timeout(5):
+        while len(root.connections[-1]._calls) < 5:
+            gevent.sleep(0.01)
+    server.stop()
+    gevent.joinall(jobs, timeout=5)
+    for job in jobs:
+        assert isinstance(job.exception, pb.PBConnectionLost)
+
+
+def test_notify_on_disconnect_runs_exactly_once(serve, connect, root):
+    server = serve(root)
+    client = connect(server)
+    ref = client.getRootObject()
+    seen = []
+    dropped = []
+    ref.notifyOnDisconnect(seen.append)
+    ref.notifyOnDisconnect(dropped.append)
+    ref.dontNotifyOnDisconnect(dropped.append)
+    client.close()
+    client.close()
+    with gevent.Timeout(5):
+        while not seen:
+            gevent.sleep(0.01)
+    gevent.sleep(0.05)
+    assert seen == [ref]
+    assert dropped == []
+
+
+def test_connect_refused_names_the_address():
+    import socket
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(OSError, match=f"127.0.0.1:{port}"):
+        pb.PBClient("127.0.0.1", port, timeout=5)
+
+
+def test_serve_forever_returns_after_stop(root):
+    server = pb.PBServer(root, port=0, host="127.0.0.1")
+    runner = gevent.spawn(server.serve_forever)
+    gevent.sleep(0)
+    with pb.PBClient("127.0.0.1", server.address[1], timeout=5) as client:
+        assert client.getRootObject().callRemote("add", 1, 1) == 2
+    server.stop()
+    runner.join(timeout=5)
+    assert runner.dead and runner.successful()
+
+
+def test_connect_shorthand(serve, root):
+    server = serve(root)
+    ref = pb.connect("127.0.0.1", server.address[1], timeout=5)
+    try:
+        assert ref.callRemote("add", 40, 2) == 42
+    finally:
+        ref.broker.close()
