@@ -33,7 +33,7 @@ PREFIX_LIMIT = 64
 MAX_INT = 2 ** (7 * PREFIX_LIMIT) - 1
 
 #: Defaults for the limits banana itself does not have, beyond Twisted's.
-MAX_DEPTH = 512
+MAX_DEPTH = 256
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 MAX_ITEMS = 2_000_000
 

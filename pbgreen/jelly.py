@@ -251,48 +251,44 @@ class Jellier:
                     into(item, node)
             return
         if isinstance(obj, Jellyable):
-            if not obj._pb_tracked:
+            if obj._pb_tracked:
+                self._tracked(obj, out, obj.jellyFor)  # jellyFor(self)
+            else:
                 out.append(obj.jellyFor(self))
-                return
-            entry = memo.get(id(obj))
-            if entry is not None:
-                self._seen(entry, out)
-                return
-            self._keep.append(obj)
-            index = len(out)
-            memo[id(obj)] = [out, index, None]
-            out.append(None)
-            self._place(out, index, obj.jellyFor(self))
             return
         simple = _SIMPLE_JELLY.get(t)
         if simple is not None:
             out.append(simple(obj))
             return
         if self.security.isSendable(t):
-            entry = memo.get(id(obj))
-            if entry is not None:
-                self._seen(entry, out)
-                return
-            self._keep.append(obj)
-            index = len(out)
-            memo[id(obj)] = [out, index, None]
-            out.append(None)
-            getstate = getattr(obj, "__getstate__", None)
-            state = getstate() if getstate is not None else obj.__dict__
-            self._keep.append(state)
-            node = [qual(t).encode()]
-            self.into(state, node)
-            self._place(out, index, node)
+            self._tracked(obj, out, lambda jellier: jellier._plain_instance(obj))
             return
         raise InsecureJelly(_refusal_to_send(obj))
 
-    @staticmethod
-    def _place(out: list[Any], index: int, node: Any) -> None:
+    def _tracked(self, obj: Any, out: list[Any], build: Callable[["Jellier"], Any]) -> None:
+        """Serialize an instance whose identity must survive (met twice: one object)."""
+        entry = self._memo.get(id(obj))
+        if entry is not None:
+            self._seen(entry, out)
+            return
+        self._keep.append(obj)
+        index = len(out)
+        self._memo[id(obj)] = [out, index, None]
+        out.append(None)  # its place, in case it is met again while being built
+        node = build(self)
         current = out[index]
         if current is None:
             out[index] = node
-        else:  # met again while being serialized: already wrapped as a reference
+        else:  # met again while being built: already wrapped as a reference
             current[2] = node
+
+    def _plain_instance(self, obj: Any) -> list[Any]:
+        getstate = getattr(obj, "__getstate__", None)
+        state = getstate() if getstate is not None else obj.__dict__
+        self._keep.append(state)
+        node = [qual(type(obj)).encode()]
+        self.into(state, node)
+        return node
 
 
 def _refusal_to_send(obj: Any) -> str:
@@ -471,9 +467,13 @@ class Unjellier:
             raise _malformed("dereference", sexp)
         key = sexp[1]
         try:
-            return self._refs[key]
+            value = self._refs[key]
         except (KeyError, TypeError):
             pass
+        else:
+            if type(value) is _Unresolved and value.done:
+                return value.value
+            return value
         waiting = self._waiting.get(key)
         if waiting is None:
             waiting = self._waiting[key] = _Unresolved()
@@ -492,9 +492,9 @@ class Unjellier:
                 result.append(item)
                 continue
             value = unjelly(item)
-            if type(value) is _Unresolved:
-                value.then(_setitem(result, len(result)))
             result.append(value)
+            if type(value) is _Unresolved:
+                value.then(_setitem(result, len(result) - 1))
         return result
 
     def _dictionary(self, sexp: list[Any], refid: Any) -> Any:
@@ -532,9 +532,17 @@ class Unjellier:
                 result[key] = value
         return set_key
 
-    def _immutable(self, build: Callable[[list[Any]], Any], sexp: list[Any], refid: Any) -> Any:
-        unjelly = self.unjelly
-        items = [item if type(item) is not list else unjelly(item) for item in sexp[1:]]
+    def _immutable(self, sexp: list[Any], refid: Any) -> Any:
+        # One Python frame per level (no helper, no comprehension): deep values
+        # must not reach the recursion limit before banana's depth limit does.
+        build = _IMMUTABLE[sexp[0]]
+        items = []
+        for item in sexp[1:]:
+            if type(item) is list:
+                item = self.unjelly(item)
+                if type(item) is _Unresolved and item.done:
+                    item = item.value
+            items.append(item)
         pending = [i for i, item in enumerate(items) if type(item) is _Unresolved]
         if not pending:
             try:
@@ -560,12 +568,6 @@ class Unjellier:
         for index in pending:
             items[index].then(fill(index))
         return late
-
-    def _tuple(self, sexp: list[Any], refid: Any) -> Any:
-        return self._immutable(tuple, sexp, refid)
-
-    def _frozenset(self, sexp: list[Any], refid: Any) -> Any:
-        return self._immutable(frozenset, sexp, refid)
 
     def _set(self, sexp: list[Any], refid: Any) -> Any:
         result: set[Any] = set()
@@ -735,6 +737,8 @@ def _none(sexp: list[Any]) -> None:
     return None
 
 
+_IMMUTABLE: dict[bytes, Callable[[list[Any]], Any]] = {b"tuple": tuple, b"frozenset": frozenset}
+
 _SCALARS: dict[bytes, Callable[[list[Any]], Any]] = {
     b"None": _none,
     b"boolean": _boolean,
@@ -747,10 +751,10 @@ _SCALARS: dict[bytes, Callable[[list[Any]], Any]] = {
 
 _HANDLERS: dict[bytes, Callable[[Unjellier, list[Any], Any], Any]] = {
     b"list": Unjellier._list,
-    b"tuple": Unjellier._tuple,
+    b"tuple": Unjellier._immutable,
     b"dictionary": Unjellier._dictionary,
     b"set": Unjellier._set,
-    b"frozenset": Unjellier._frozenset,
+    b"frozenset": Unjellier._immutable,
     b"reference": Unjellier._reference,
     b"dereference": Unjellier._dereference,
     b"unpersistable": Unjellier._unpersistable,
