@@ -1,0 +1,389 @@
+"""A real Twisted PB client: the peer for pbgreen's server-side interop tests.
+
+Usage: python twisted_client.py SCENARIO HOST PORT
+
+Connects with ``pb.PBClientFactory``, runs one scenario against the root
+object and prints its results as one JSON line on stdout, then exits 0.
+On any failure (including the scenario's own deadline) it prints the reason
+on stderr and exits 1.
+
+The scenarios only use root methods that twisted_server.py also implements,
+so each one can be checked Twisted-to-Twisted first.
+"""
+
+import gc
+import json
+import sys
+import traceback
+
+from twisted.internet import defer, reactor, task
+from twisted.spread import flavors, jelly, pb
+
+import interop_values
+from twisted_common import MyError
+
+DEADLINE = 20.0  # seconds for a whole scenario
+
+
+class Pinger(pb.Referenceable):
+    def __init__(self, root=None):
+        self.root = root
+        self.calls = []
+
+    def remote_ping(self, value):
+        self.calls.append(value)
+        if self.root is not None:
+            # Re-entrant: call the server back while the server is itself
+            # waiting for this answer.
+            return self.root.callRemote("add", value, 1)
+        return value * 2
+
+
+def outcome(d):
+    """A Deferred firing with ("ok", result) or ("err", failure).
+
+    inlineCallbacks would turn a CopiedFailure into a RemoteError and lose
+    check(); this keeps the real Failure object.
+    """
+    return d.addCallbacks(lambda r: ("ok", r), lambda f: ("err", f))
+
+
+def failure_report(f):
+    return {
+        "type": repr(f.type),
+        "message": f.getErrorMessage(),
+        "is_copied": isinstance(f, pb.CopiedFailure),
+    }
+
+
+@defer.inlineCallbacks
+def poll(check, deadline=10.0, interval=0.02):
+    """Call check() (may return a Deferred) until it is true or time is up."""
+    end = reactor.seconds() + deadline
+    while True:
+        if (yield check()):
+            return True
+        if reactor.seconds() > end:
+            return False
+        yield task.deferLater(reactor, interval, lambda: None)
+
+
+# --- scenarios ----------------------------------------------------------------
+
+
+@defer.inlineCallbacks
+def scenario_echo(root):
+    pairs = []
+    for name, value in interop_values.basic_values():
+        result = yield root.callRemote("echo", value)
+        pairs.append((name, [[value], {}], result))
+    # Everything at once, positionally and as keywords.
+    values = interop_values.basic_values()
+    args = [v for _, v in values]
+    kwargs = {name: v for name, v in values}
+    result = yield root.callRemote("echo", *args, **kwargs)
+    pairs.append(("all_at_once", [args, kwargs], result))
+
+    # Shared and cyclic structure inside one argument.
+    shared = [1]
+    cyclic = [shared, shared]
+    cyclic.append(cyclic)
+    (echoed,), _ = yield root.callRemote("echo", cyclic)
+    return {
+        "checked": len(pairs),
+        "mismatches": interop_values.mismatches(pairs),
+        "shared_identity": echoed[0] is echoed[1],
+        "cycle_identity": echoed[2] is echoed,
+        "shared_value": echoed[0] == [1],
+    }
+
+
+@defer.inlineCallbacks
+def scenario_args(root):
+    added = yield root.callRemote("add", 1, 2, c=3)
+    echoed = yield root.callRemote("echo", 1, "a", k=b"v", other=None)
+    return {
+        "add": added,
+        "echo_same": interop_values.same(
+            echoed, [[1, "a"], {"k": b"v", "other": None}]
+        ),
+        "echo_repr": repr(echoed),
+    }
+
+
+@defer.inlineCallbacks
+def scenario_noanswer(root):
+    # answerRequired = 0: the callee runs the method and sends nothing back,
+    # not even for an error. A stray answer or error for an unknown request
+    # id would make this Twisted client drop the connection.
+    first = root.callRemote("note", "one", pbanswer=False)
+    second = root.callRemote("raiseAndNote", "two", pbanswer=False)
+    notes = yield root.callRemote("notes")
+    after = yield root.callRemote("add", 1, 2)
+    return {
+        "first": repr(first),  # callRemote(pbanswer=False) returns None
+        "second": repr(second),
+        "notes": notes,
+        "after": after,
+    }
+
+
+@defer.inlineCallbacks
+def scenario_limits(root):
+    # Exactly at Twisted's 640 KiB limits, both ways.
+    big_bytes = b"x" * 655360
+    big_str = "\u00e9" * (655360 // 2)
+    big_list = [0] * 655359  # plus the 'list' tag: 655360 elements
+    (got_bytes,), _ = yield root.callRemote("echo", big_bytes)
+    (got_str,), _ = yield root.callRemote("echo", big_str)
+    (got_list,), _ = yield root.callRemote("echo", big_list)
+    return {
+        "bytes": got_bytes == big_bytes,
+        "str": got_str == big_str,
+        "list": got_list == big_list,
+    }
+
+
+@defer.inlineCallbacks
+def scenario_refs(root):
+    ref = yield root.callRemote("getRef")
+    hello = yield ref.callRemote("hello", "bob")
+    is_child = yield root.callRemote("isChild", ref)
+    refs = yield root.callRemote("getTwoRefs")
+    hellos = []
+    for r in refs:
+        hellos.append((yield r.callRemote("hello", "x")))
+    both_child = []
+    for r in refs:
+        both_child.append((yield root.callRemote("isChild", r)))
+    return {
+        "is_remote_reference": isinstance(ref, pb.RemoteReference),
+        "hello": hello,
+        "is_child": is_child,
+        "two_refs": len(refs),
+        "two_refs_remote": all(isinstance(r, pb.RemoteReference) for r in refs),
+        "two_hellos": hellos,
+        "two_refs_are_child": both_child,
+    }
+
+
+@defer.inlineCallbacks
+def scenario_callback(root):
+    broker = root.broker
+    table_before = len(broker.localObjects)
+    pinger = Pinger()
+    answer = yield root.callRemote("callback", pinger, 21)
+    # The server drops its reference to the pinger when its method is
+    # done: the decref must bring our table back.
+    # (Each poll is a round trip, so a peer that only flushes queued decrefs
+    # with its next write gets the chance to.)
+    table_restored = yield poll(
+        lambda: root.callRemote("add", 0, 0).addCallback(
+            lambda _: len(broker.localObjects) == table_before
+        )
+    )
+
+    # A reference to our own object handed back comes back as the object.
+    keeper = Pinger()
+    returned = yield root.callRemote("keepAndReturn", keeper)
+    released = yield root.callRemote("releaseKept")
+
+    # The same when the callee does not keep it: Twisted (as callee) decrefs
+    # the argument before it writes the answer, so the answer's
+    # ['local', luid] names a freed luid and arrives as None. pbgreen (WIRE
+    # 4.3) decrefs argument references only after the answer is written.
+    passed = Pinger()
+    returned_unkept = yield root.callRemote("returnIt", passed)
+    return {
+        "answer": answer,
+        "pings": pinger.calls,
+        "table_before": table_before,
+        "table_restored": table_restored,
+        "returned_is_original": returned is keeper,
+        "returned_unkept": (
+            "original" if returned_unkept is passed else repr(returned_unkept)
+        ),
+        "released": released,
+    }
+
+
+@defer.inlineCallbacks
+def scenario_reentrant(root):
+    pinger = Pinger(root)
+    answer = yield root.callRemote("callback", pinger, 20)
+    return {"answer": answer, "pings": pinger.calls}
+
+
+@defer.inlineCallbacks
+def scenario_decref(root):
+    index, ref = yield root.callRemote("makeFresh")
+    alive_while_held = yield root.callRemote("freshAlive", index)
+    hello = yield ref.callRemote("hello", "one")
+    del ref
+    gc.collect()
+    freed = yield poll(
+        lambda: root.callRemote("freshAlive", index).addCallback(lambda a: not a)
+    )
+
+    # The same object twice in one answer: two references, two decrefs;
+    # the object must live until the second one is gone.
+    index2, refs = yield root.callRemote("makeFreshTwice")
+    first, second = refs
+    del refs, first
+    gc.collect()
+    alive_with_one_left = yield root.callRemote("freshAlive", index2)
+    hello_second = yield outcome(second.callRemote("hello", "two"))
+    if hello_second[0] == "err":
+        hello_second = ("err", failure_report(hello_second[1]))
+    del second
+    gc.collect()
+    freed2 = yield poll(
+        lambda: root.callRemote("freshAlive", index2).addCallback(lambda a: not a)
+    )
+    return {
+        "alive_while_held": alive_while_held,
+        "hello": hello,
+        "freed": freed,
+        "alive_with_one_left": alive_with_one_left,
+        "hello_second": list(hello_second),
+        "freed_after_both": freed2,
+    }
+
+
+@defer.inlineCallbacks
+def scenario_errors(root):
+    report = {}
+
+    kind, f = yield outcome(root.callRemote("raiseMyError"))
+    report["myerror"] = dict(
+        failure_report(f),
+        kind=kind,
+        check_own_class=f.check(MyError) is MyError,
+        check_pb_error=f.check(pb.Error) is pb.Error,
+        check_exception=f.check(Exception) is Exception,
+        check_unrelated=f.check(KeyError) is None,
+    )
+
+    kind, f = yield outcome(root.callRemote("raisePlain"))
+    report["plain"] = dict(
+        failure_report(f),
+        kind=kind,
+        check_value_error=f.check(ValueError) is ValueError,
+        check_exception=f.check(Exception) is Exception,
+        not_pb_error=f.check(pb.Error) is None,
+    )
+
+    kind, f = yield outcome(root.callRemote("nosuch", 1))
+    report["nosuch"] = dict(
+        failure_report(f),
+        kind=kind,
+        check_no_such_method=f.check(flavors.NoSuchMethod) is flavors.NoSuchMethod,
+        check_attribute_error=f.check(AttributeError) is AttributeError,
+    )
+
+    # Something pbgreen's security refuses in the arguments.
+    kind, f = yield outcome(root.callRemote("echo", Unregistered()))
+    report["insecure"] = dict(
+        failure_report(f),
+        kind=kind,
+        check_insecure_jelly=f.check(jelly.InsecureJelly) is jelly.InsecureJelly,
+    )
+
+    # Errors do not break the connection.
+    report["add_after_errors"] = yield root.callRemote("add", 2, 3)
+    return report
+
+
+class Unregistered(pb.Copyable):
+    """A Copyable nobody registered on the receiving side."""
+
+    def __init__(self):
+        self.x = 1
+
+
+@defer.inlineCallbacks
+def scenario_concurrent(root):
+    waits = [outcome(root.callRemote("waitRelease", i)) for i in range(5)]
+    released = yield root.callRemote("release", 5)
+    results = yield defer.gatherResults(waits)
+    return {
+        "released": released,
+        "results": [r if kind == "ok" else repr(r) for kind, r in results],
+    }
+
+
+@defer.inlineCallbacks
+def scenario_hang(root):
+    kind, f = yield outcome(root.callRemote("hang"))
+    report = {"kind": kind}
+    if kind == "err":
+        report.update(
+            failure_report(f),
+            connection_lost=f.check(pb.PBConnectionLost) is pb.PBConnectionLost,
+        )
+    try:
+        root.callRemote("add", 1, 2)
+    except pb.DeadReferenceError:
+        report["after"] = "DeadReferenceError"
+    else:
+        report["after"] = "no error"
+    return report
+
+
+SCENARIOS = {
+    name[len("scenario_"):]: func
+    for name, func in list(globals().items())
+    if name.startswith("scenario_")
+}
+
+
+# --- driver -------------------------------------------------------------------
+
+
+def main(argv):
+    if len(argv) != 4 or argv[1] not in SCENARIOS:
+        sys.stderr.write(
+            "usage: twisted_client.py {%s} HOST PORT\n" % ",".join(sorted(SCENARIOS))
+        )
+        return 2
+    scenario, host, port = argv[1], argv[2], int(argv[3])
+    status = {"code": 1}
+
+    factory = pb.PBClientFactory()
+    reactor.connectTCP(host, port, factory, timeout=10)
+    d = factory.getRootObject()
+    d.addCallback(SCENARIOS[scenario])
+
+    def done(result):
+        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+        sys.stdout.flush()
+        status["code"] = 0
+
+    def failed(f):
+        sys.stderr.write("scenario %r failed:\n%s\n" % (scenario, f.getTraceback()))
+
+    d.addCallbacks(done, failed)
+
+    def finish(_):
+        factory.disconnect()
+        reactor.callLater(0, reactor.stop)
+
+    d.addBoth(finish)
+
+    def too_slow():
+        sys.stderr.write("scenario %r: no result after %ss\n" % (scenario, DEADLINE))
+        reactor.stop()
+
+    timer = reactor.callLater(DEADLINE, too_slow)
+    try:
+        reactor.run()
+    except Exception:
+        traceback.print_exc()
+        return 1
+    if timer.active():
+        timer.cancel()
+    return status["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
