@@ -127,7 +127,8 @@ class Connection:
         self._wake.start(self._on_wake)
         self._wake.ref = False
         self.protocol.on_decref_queued = self._wake.send
-        self.protocol.on_callbacks = lambda callbacks: gevent.spawn(_run_callbacks, callbacks)
+        self.protocol.on_callbacks = lambda callbacks: gevent.spawn(self._run_callbacks, callbacks)
+        self._observed = _ObserverReplies(self.protocol)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -172,7 +173,7 @@ class Connection:
                     elif kind is Ready:
                         self.ready.set()
                     elif kind is RunCallbacks:
-                        gevent.spawn(_run_callbacks, event.callbacks)
+                        gevent.spawn(self._run_callbacks, event.callbacks)
                 if protocol._out or protocol._decrefs:
                     self.flush()
                 if protocol.close_reason:
@@ -225,7 +226,7 @@ class Connection:
         notify, self._notify = self._notify, []
         callbacks = [lambda ref=ref, cb=cb: cb(ref) for ref, cb in notify] + callbacks
         if callbacks:
-            gevent.spawn(_run_callbacks, callbacks)
+            gevent.spawn(self._run_callbacks, callbacks)
 
     # ------------------------------------------------------------------ writing
 
@@ -335,6 +336,19 @@ class Connection:
         finally:
             self._calls.discard(gevent.getcurrent())
 
+    def observe(self, observer: Any, name: str, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> None:
+        """Queue a cache update (``RemoteCacheObserver.callRemote``); never blocks or raises."""
+        if self.closed or not observer.active:
+            return
+        try:
+            self.protocol.send_call(observer.cache_id, name, args, kwargs, observer.perspective,
+                                    self._observed, cache=True)
+        except Exception:
+            log.warning("could not send cache update %r to %s", name, self.peer, exc_info=True)
+            return
+        self._wake.send()  # a writer greenlet picks it up; the setter goes on at once
+
     # ------------------------------------------------------------------ notifications
 
     def notify_on_disconnect(self, ref: RemoteReference,
@@ -356,9 +370,29 @@ class Connection:
         return self.protocol.dialect is not None and not self.closed
 
 
-def _run_callbacks(callbacks: list[Callable[[], Any]]) -> None:
-    for callback in callbacks:
-        try:
-            callback()
-        except Exception:
-            log.exception("error in a disconnect or release callback %r", callback)
+    def _run_callbacks(self, callbacks: list[Callable[[], Any]]) -> None:
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("error in a disconnect, logout or stoppedObserving callback")
+        self.flush()
+
+
+class _ObserverReplies:
+    """The token for cache updates: nobody waits, errors are logged."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def set(self, reply: Reply) -> None:
+        if not reply.ok:
+            failure = self.protocol.failure_from(reply.sexp)
+            log.warning("a cache holder's observe_ method failed: %r", failure)
+        self.protocol.release_value(reply.sexp)
+        self.protocol.done_with(reply)
+
+    def set_exception(self, exc: BaseException) -> None:
+        pass

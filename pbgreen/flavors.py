@@ -170,8 +170,30 @@ class Cacheable(Copyable):
         return _context(jellier, self).cache(self, jellier)
 
 
-class RemoteCache(RemoteCopy):
-    """The receiving side of a ``Cacheable``; ``observe_*`` methods get updates."""
+class RemoteCache(RemoteCopy, Jellyable):
+    """The receiving side of a ``Cacheable``; ``observe_*`` methods get updates.
+
+    Built without arguments: ``__init__()`` is called with none, then
+    ``setCopyableState(state)``. Every copy handed out for one cache shares
+    one ``__dict__``, which ``observe_*`` methods update. When the last copy
+    is garbage the owner is told and its ``stoppedObserving`` runs. Sending
+    it back to its owner delivers the original ``Cacheable``.
+    """
+
+    def __init__(self) -> None:
+        pass
+
+    def setCopyableState(self, state: Any) -> None:
+        """Install the owner's state (default: update ``__dict__`` from a dict)."""
+        if isinstance(state, dict):
+            self.__dict__.update({k.decode() if type(k) is bytes else k: v
+                                  for k, v in state.items()})
+        else:
+            raise TypeError(f"{qual(type(self))} received state {state!r:.60}; "
+                            "override setCopyableState to accept it")
+
+    def jellyFor(self, jellier: Jellier) -> list[Any]:
+        return _context(jellier, self).send_back_cache(self)
 
     def remoteMethod(self, name: str) -> tuple[Callable[..., Any], Any]:
         return _method(self, "observe_", name, AttributeError), None

@@ -381,13 +381,15 @@ def _malformed(what: str, sexp: Any) -> InsecureJelly:
 class Unjellier:
     """One deserialization; references are resolved within it."""
 
-    __slots__ = ("context", "perspective", "security", "_refs", "_waiting")
+    __slots__ = ("context", "perspective", "security", "claimed", "_refs", "_waiting")
 
     def __init__(self, context: Any = None, perspective: Any = None,
                  security: SecurityOptions | None = None) -> None:
         self.context = context
         self.perspective = perspective
         self.security = security or (context.security if context is not None else globalSecurity)
+        #: What the context turned into live handles (it releases those itself).
+        self.claimed: list[Any] = []
         self._refs: dict[Any, Any] = {}
         self._waiting: dict[Any, _Unresolved] = {}
 
@@ -674,13 +676,14 @@ class Unjellier:
             self._define(refid, instance)
         state = self.unjelly(sexp[1])
         if type(state) is _Unresolved:
-            state.then(lambda s: _set_state(instance, s))
+            state.then(lambda s: set_state(instance, s))
         else:
-            _set_state(instance, state)
+            set_state(instance, state)
         return instance
 
 
-def _set_state(instance: Any, state: Any) -> None:
+def set_state(instance: Any, state: Any) -> None:
+    """Apply received state: ``setCopyableState``, else ``__setstate__``, else ``__dict__``."""
     if state is None and not hasattr(instance, "setCopyableState"):
         return  # Python 3.11+ sends None for an instance without attributes
     setter = getattr(instance, "setCopyableState", None)

@@ -39,9 +39,9 @@ from typing import Any, Callable
 from .banana import DIALECTS, Decoder, EncodeError, choose_dialect, encode
 from .errors import (CopiedFailure, Error, InsecureJelly, ProtocolError, RefLimitError,
                      make_copied_failure, parents_of, qual)
-from .flavors import AsReferenceable, ViewPoint
-from .jelly import Jellier, SecurityOptions, Unjellier, find_references, globalSecurity
-from .reference import RemoteReference
+from .flavors import AsReferenceable, RemoteCache, ViewPoint
+from .jelly import Jellier, SecurityOptions, Unjellier, find_references, globalSecurity, set_state
+from .reference import RemoteCacheObserver, RemoteReference
 
 __all__ = ["Broker", "IncomingCall", "Reply", "Ready", "PROTOCOL_VERSION", "MAX_BROKER_REFS"]
 
@@ -113,14 +113,28 @@ class _Local:
         self.puid = puid
 
 
+class _Cached:
+    """One of our Cacheables as cached by the peer."""
+
+    __slots__ = ("object", "refcount", "puid", "perspective", "observer")
+
+    def __init__(self, obj: Any, puid: Any, perspective: Any, observer: RemoteCacheObserver) -> None:
+        self.object = obj
+        self.refcount = 1
+        self.puid = puid
+        self.perspective = perspective
+        self.observer = observer
+
+
 class _Sending:
     """Jelly context for one outgoing value: registrations it made, for rollback."""
 
-    __slots__ = ("broker", "added", "security")
+    __slots__ = ("broker", "added", "added_caches", "security")
 
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
         self.added: list[Any] = []
+        self.added_caches: list[Any] = []
         self.security = broker.security
 
     def reference(self, obj: Any) -> list[Any]:
@@ -135,12 +149,45 @@ class _Sending:
         return [b"local", ref.luid]
 
     def cache(self, obj: Any, jellier: Jellier) -> list[Any]:
-        raise InsecureJelly(f"cannot send {qual(type(obj))}: Cacheable is not supported yet")
+        broker = self.broker
+        puid = obj.processUniqueID()
+        cache_id = broker.cache_ids.get(puid)
+        if cache_id is not None:
+            broker.remotely_cached[cache_id].refcount += 1
+            self.added_caches.append(cache_id)
+            return [b"cached", cache_id]
+        if len(broker.remotely_cached) > MAX_BROKER_REFS:
+            broker._violation("Maximum PB cache count exceeded.")
+        cache_id = next(broker._ids)
+        perspective = jellier.perspective
+        observer = RemoteCacheObserver(broker.invoker, obj, perspective, cache_id)
+        broker.remotely_cached[cache_id] = _Cached(obj, puid, perspective, observer)
+        broker.cache_ids[puid] = cache_id
+        self.added_caches.append(cache_id)
+        state = obj.getStateToCacheAndObserveFor(perspective, observer)
+        jellier._keep.append(state)
+        node = [obj.getTypeToCopyFor(perspective).encode("utf-8"), cache_id]
+        jellier.into(state, node)
+        return node
+
+    def send_back_cache(self, cache: Any) -> list[Any]:
+        cache_id = self.broker._cache_id_of(cache)
+        if cache_id is None:
+            raise InsecureJelly("a RemoteCache can only be sent back over the connection it "
+                                "came from")
+        return [b"lcache", cache_id]
 
     def rollback(self) -> None:
+        broker = self.broker
         for luid in self.added:
-            self.broker._release(luid, run_cleanup=False)
+            broker._release(luid, run_cleanup=False)
         self.added.clear()
+        for cache_id in self.added_caches:
+            entry = broker._decache(cache_id)
+            if entry is not None:  # the peer never saw it: stop observing at once
+                entry.observer.active = False
+                entry.object.stoppedObserving(entry.perspective, entry.observer)
+        self.added_caches.clear()
 
 
 class Broker:
@@ -176,7 +223,15 @@ class Broker:
         self.pending: dict[int, Any] = {}
         self._abandoned: set[int] = set()
         self._remote_refs: dict[Any, tuple[weakref.ref[RemoteReference], list[int]]] = {}
-        self._decrefs: deque[tuple[Any, list[int]]] = deque()
+        self._decrefs: deque[tuple[bytes, Any, list[int]]] = deque()
+        # Caches we own, as the peer holds them (ids share the luid counter).
+        self.remotely_cached: dict[Any, _Cached] = {}
+        self.cache_ids: dict[Any, Any] = {}
+        # Caches the peer owns: the root copy that observe_ calls update, the
+        # one live handle we gave out (with its receipt count), and id -> cache id.
+        self.locally_cached: dict[Any, Any] = {}
+        self._cache_handles: dict[Any, tuple[weakref.ref[Any], list[int]]] = {}
+        self._cache_of: dict[int, tuple[Any, Any]] = {}
         self._cleanups: dict[Any, list[Callable[[], Any]]] = {}
         self._unread: "weakref.WeakSet[Reply]" = weakref.WeakSet()
         #: Called with a list of user callbacks to run outside the reader.
@@ -291,7 +346,7 @@ class Broker:
         events.append(IncomingCall(request_id, target, method, bool(answer), args, kwargs))
 
     def _cache_target(self, cache_id: Any) -> Any:
-        return None
+        return self.locally_cached.get(cache_id) if type(cache_id) in (int, bytes) else None
 
     def _on_reply(self, expr: list[Any], events: list[Any]) -> None:
         self._fields(expr, 3)
@@ -322,8 +377,44 @@ class Broker:
     def _on_ignored(self, expr: list[Any], events: list[Any]) -> None:
         log.info("peer did not understand %r", expr[1:2])
 
-    def _on_cache_command(self, expr: list[Any], events: list[Any]) -> None:
-        raise ProtocolError(f"{expr[0].decode()} for a cache we never sent")
+    def _on_decache(self, expr: list[Any], events: list[Any]) -> None:
+        self._fields(expr, 2)
+        cache_id = expr[1]
+        if type(cache_id) is not int or cache_id not in self.remotely_cached:
+            raise ProtocolError(f"decache of unknown cache id {cache_id!r:.20}")
+        entry = self._decache(cache_id)
+        if entry is not None:
+            events.append(RunCallbacks([lambda: self._stop_observing(cache_id, entry)]))
+
+    def _decache(self, cache_id: Any) -> "_Cached | None":
+        """One handle fewer; the entry, removed, when it was the last."""
+        entry = self.remotely_cached[cache_id]
+        entry.refcount -= 1
+        if entry.refcount > 0:
+            return None
+        del self.remotely_cached[cache_id]
+        self.cache_ids.pop(entry.puid, None)
+        return entry
+
+    def _stop_observing(self, cache_id: Any, entry: "_Cached") -> None:
+        # Updates the owner sends from stoppedObserving still go out, then uncache.
+        try:
+            entry.object.stoppedObserving(entry.perspective, entry.observer)
+        finally:
+            entry.observer.active = False
+            if self.connected:
+                self._write([b"uncache", cache_id])
+
+    def _on_uncache(self, expr: list[Any], events: list[Any]) -> None:
+        self._fields(expr, 2)
+        cache_id = expr[1]
+        root = self.locally_cached.pop(cache_id, None) if type(cache_id) in (int, bytes) else None
+        if root is None:
+            raise ProtocolError(f"uncache of unknown cache id {cache_id!r:.20}")
+        self._cache_of.pop(id(root), None)
+        slot = self._cache_handles.pop(cache_id, None)
+        if slot is not None and slot[0]() is not None:
+            self._cache_of.pop(id(slot[0]()), None)
 
     _handlers: dict[bytes, Callable[["Broker", list[Any], list[Any]], None]] = {
         b"version": _on_version,
@@ -332,8 +423,8 @@ class Broker:
         b"answer": _on_reply,
         b"error": _on_reply,
         b"decref": _on_decref,
-        b"decache": _on_cache_command,
-        b"uncache": _on_cache_command,
+        b"decache": _on_decache,
+        b"uncache": _on_uncache,
         b"didNotUnderstand": _on_ignored,
     }
 
@@ -346,15 +437,19 @@ class Broker:
             self.local_objects[luid].refcount += 1
             return luid
         if len(self.local_objects) > MAX_BROKER_REFS:
-            self._violations += 1
-            if self._violations >= _VIOLATIONS_BEFORE_GOODBYE:
-                self.close_reason = "the peer kept more than 1024 references after warnings"
-                raise RefLimitError("Maximum PB reference count exceeded.  Goodbye.")
-            raise RefLimitError("Maximum PB reference count exceeded.")
+            self._violation("Maximum PB reference count exceeded.")
         luid = next(self._ids)
         self.local_objects[luid] = _Local(obj, 1, puid)
         self.luids[puid] = luid
         return luid
+
+    def _violation(self, message: str) -> None:
+        """Refuse one more reference or cache; the fourth time, say goodbye."""
+        self._violations += 1
+        if self._violations >= _VIOLATIONS_BEFORE_GOODBYE:
+            self.close_reason = f"the peer kept more than {MAX_BROKER_REFS} references after warnings"
+            raise RefLimitError(message + "  Goodbye.")
+        raise RefLimitError(message)
 
     def _release(self, luid: Any, run_cleanup: bool) -> list[Callable[[], Any]]:
         entry = self.local_objects[luid]
@@ -422,15 +517,17 @@ class Broker:
                 return ref
         cell = [1]
         ref = RemoteReference(self.invoker, luid, perspective)
-        self._remote_refs[luid] = (weakref.ref(ref, self._died_callback(luid, cell)), cell)
+        self._remote_refs[luid] = (weakref.ref(ref, self._died_callback(b"decref", luid, cell)),
+                                   cell)
         return ref
 
-    def _died_callback(self, luid: Any, cell: list[int]) -> Callable[[Any], None]:
+    def _died_callback(self, command: bytes, key: Any, cell: list[int]) -> Callable[[Any], None]:
+        # Runs inside garbage collection: only append to a deque and poke the driver.
         decrefs = self._decrefs
         this = weakref.ref(self)
 
         def died(_: Any) -> None:
-            decrefs.append((luid, cell))
+            decrefs.append((command, key, cell))
             broker = this()
             if broker is not None and broker.on_decref_queued is not None:
                 broker.on_decref_queued()
@@ -439,24 +536,37 @@ class Broker:
     def _flush_decrefs(self) -> None:
         decrefs = self._decrefs
         while decrefs:
-            luid, cell = decrefs.popleft()
-            slot = self._remote_refs.get(luid)
+            command, key, cell = decrefs.popleft()
+            handles = self._remote_refs if command == b"decref" else self._cache_handles
+            slot = handles.get(key)
             if slot is not None and slot[1] is cell:
-                del self._remote_refs[luid]
+                del handles[key]
+            if command == b"decache" and key not in self.locally_cached:
+                continue  # uncached already: the owner expects nothing more
             if self.connected and self.dialect is not None:
-                self._out += encode([b"decref", luid], vocab=self._vocab) * cell[0]
+                self._out += encode([command, key], vocab=self._vocab) * cell[0]
 
-    def release_value(self, sexp: Any) -> None:
-        """Give back the references inside a value that will never be unjellied."""
-        remotes, _caches = find_references(sexp)
-        for luid in remotes:
-            if type(luid) is int:
-                self._decrefs.append((luid, [1]))
+    def release_value(self, sexp: Any, claimed: list[tuple[bytes, Any]] | None = None) -> None:
+        """Give back the references inside a value that will never be used.
+
+        ``claimed`` lists what an unjellier already turned into live handles
+        (those are given back when the handles die, not here).
+        """
+        remotes, caches = find_references(sexp)
+        owed = [(b"decref", luid) for luid in remotes] + [(b"decache", cid) for cid in caches]
+        for item in claimed or ():
+            if item in owed:
+                owed.remove(item)
+        for command, key in owed:
+            if type(key) is int:
+                self._decrefs.append((command, key, [1]))
 
     # ------------------------------------------------------------------ jelly context (in)
 
     def unjelly_remote(self, luid: Any, unjellier: Unjellier) -> RemoteReference:
-        return self._proxy(luid, unjellier.perspective)
+        ref = self._proxy(luid, unjellier.perspective)
+        unjellier.claimed.append((b"decref", luid))
+        return ref
 
     def unjelly_local(self, luid: Any, unjellier: Unjellier) -> Any:
         entry = self.local_objects.get(luid)
@@ -467,13 +577,59 @@ class Broker:
             return obj.object
         return obj
 
-    def unjelly_cached(self, cache_id: Any, unjellier: Unjellier) -> Any:
-        raise InsecureJelly("Cacheable is not supported yet")
-
-    unjelly_lcache = unjelly_cached
-
     def unjelly_cache(self, local: Any, cache_id: Any, state: Any, unjellier: Unjellier) -> Any:
-        raise InsecureJelly("Cacheable is not supported yet")
+        """The first copy of a peer's Cacheable: a root we keep, and a handle for the user."""
+        if not (isinstance(local, type) and issubclass(local, RemoteCache)):
+            raise InsecureJelly(f"a Cacheable arrived for {qual(local) if isinstance(local, type) else local!r}, "
+                                "which is not a pb.RemoteCache subclass")
+        root = local.__new__(local)
+        self.locally_cached[cache_id] = root
+        self._cache_of[id(root)] = (root, cache_id)
+        handle = self._cache_handle(cache_id)
+        unjellier.claimed.append((b"decache", cache_id))
+        handle.__init__()
+        set_state(handle, unjellier.unjelly(state))
+        return handle
+
+    def unjelly_cached(self, cache_id: Any, unjellier: Unjellier) -> Any:
+        if cache_id not in self.locally_cached:
+            raise InsecureJelly(f"the peer re-sent cache {cache_id!r}, which it never sent")
+        unjellier.claimed.append((b"decache", cache_id))
+        return self._cache_handle(cache_id)
+
+    def unjelly_lcache(self, cache_id: Any, unjellier: Unjellier) -> Any:
+        entry = self.remotely_cached.get(cache_id)
+        if entry is None:
+            raise InsecureJelly(f"the peer sent back cache {cache_id!r}, which it does not hold")
+        return entry.object
+
+    def _cache_handle(self, cache_id: Any) -> Any:
+        slot = self._cache_handles.get(cache_id)
+        if slot is not None:
+            handle = slot[0]()
+            if handle is not None:
+                slot[1][0] += 1
+                return handle
+        root = self.locally_cached[cache_id]
+        cls = type(root)
+        handle = cls.__new__(cls)
+        handle.__dict__ = root.__dict__  # observe_ calls update the root; the handle sees it
+        cell = [1]
+        self._cache_handles[cache_id] = (
+            weakref.ref(handle, self._died_callback(b"decache", cache_id, cell)), cell)
+        self._cache_of[id(handle)] = (weakref.ref(handle), cache_id)
+        return handle
+
+    def _cache_id_of(self, cache: Any) -> Any:
+        entry = self._cache_of.get(id(cache))
+        if entry is None:
+            return None
+        holder, cache_id = entry
+        if holder is not cache and (type(holder) is not weakref.ref or holder() is not cache):
+            return None
+        if cache_id not in self.locally_cached:
+            return None
+        return cache_id
 
     # ------------------------------------------------------------------ calls out
 
@@ -513,13 +669,14 @@ class Broker:
             self._abandoned.add(request_id)
 
     def _unjelly(self, sexp: Any, perspective: Any) -> Any:
+        unjellier = Unjellier(self, perspective, self.security)
         try:
-            return Unjellier(self, perspective, self.security).unjellyFull(sexp)
+            return unjellier.unjellyFull(sexp)
         except (InsecureJelly, RefLimitError):
-            self.release_value(sexp)
+            self.release_value(sexp, unjellier.claimed)
             raise
         except Exception as exc:
-            self.release_value(sexp)
+            self.release_value(sexp, unjellier.claimed)
             raise InsecureJelly(f"could not rebuild a value from the peer: "
                                 f"{type(exc).__name__}: {exc}") from exc
 
@@ -624,6 +781,14 @@ class Broker:
         self._abandoned.clear()
         callbacks = [cb for cbs in self._cleanups.values() for cb in cbs]
         self._cleanups.clear()
+        for entry in self.remotely_cached.values():
+            entry.observer.active = False
+            callbacks.append(lambda e=entry: e.object.stoppedObserving(e.perspective, e.observer))
+        self.remotely_cached.clear()
+        self.cache_ids.clear()
+        self.locally_cached.clear()
+        self._cache_handles.clear()
+        self._cache_of.clear()
         self.local_objects.clear()
         self.luids.clear()
         self._decrefs.clear()

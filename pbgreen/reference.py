@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .errors import InsecureJelly
 from .jelly import Jellier, Jellyable
 
-__all__ = ["RemoteReference"]
+__all__ = ["RemoteReference", "RemoteCacheObserver"]
 
 
 class RemoteReference(Jellyable):
@@ -58,6 +59,8 @@ class RemoteReference(Jellyable):
         self.broker.dont_notify_on_disconnect(self, callback)
 
     def jellyFor(self, jellier: Jellier) -> list[Any]:
+        if jellier.context is None:
+            raise InsecureJelly("a RemoteReference can only be sent over its own connection")
         return jellier.context.send_back(self)
 
     def __eq__(self, other: object) -> bool:
@@ -70,3 +73,39 @@ class RemoteReference(Jellyable):
 
     def __repr__(self) -> str:
         return f"<RemoteReference {self.luid!r} at 0x{id(self):x}>"
+
+
+class RemoteCacheObserver:
+    """Handed to ``Cacheable.getStateToCacheAndObserveFor``: one holder of one cache.
+
+    ``callRemote(name, *args)`` runs ``observe_<name>`` on that holder's
+    ``RemoteCache``. It returns ``None`` at once and never raises: the update
+    is queued on the connection, in order with everything else sent on it,
+    and a holder that is gone is simply skipped.
+    """
+
+    __slots__ = ("broker", "cacheable", "perspective", "cache_id", "active")
+
+    def __init__(self, broker: Any, cacheable: Any, perspective: Any, cache_id: Any) -> None:
+        self.broker = broker
+        self.cacheable = cacheable
+        self.perspective = perspective
+        self.cache_id = cache_id
+        self.active = True
+
+    def callRemote(self, _name: str, *args: Any, **kwargs: Any) -> None:
+        """Push ``observe_<_name>(*args, **kwargs)`` to the holder; returns at once."""
+        if self.active:
+            self.broker.observe(self, _name, args, kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not RemoteCacheObserver:
+            return NotImplemented
+        return (self.broker is other.broker and self.cacheable is other.cacheable
+                and self.perspective is other.perspective)
+
+    def __hash__(self) -> int:
+        return hash((id(self.broker), id(self.cacheable), id(self.perspective)))
+
+    def __repr__(self) -> str:
+        return f"<RemoteCacheObserver cache {self.cache_id!r} on {self.broker!r}>"
