@@ -7,7 +7,9 @@ pbgreen and Twisted peers talk to each other in both directions.
 
 from typing import Any
 
-from . import banana, jelly
+from . import banana, cred, jelly
+from .cred import (ANONYMOUS, AllowAnonymousAccess, Anonymous, ICredentialsChecker, IPerspective,
+                   IRealm, InMemoryPasswordChecker, Portal, UsernamePassword)
 from .errors import (BananaError, CopiedFailure, DeadReferenceError, Error, InsecureJelly,
                      NoSuchMethod, PBConnectionLost, ProtocolError, RefLimitError,
                      UnauthorizedLogin, UnhandledCredentials)
@@ -38,6 +40,8 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANONYMOUS", "AllowAnonymousAccess", "Anonymous", "ICredentialsChecker", "IPerspective",
+    "IRealm", "InMemoryPasswordChecker", "Portal", "UsernamePassword", "cred",
     "Avatar", "BananaError", "Cacheable", "Copyable", "CopiedFailure", "DeadReferenceError",
     "Error", "InsecureJelly", "NoSuchMethod", "PBClient", "PBConnectionLost", "PBServer",
     "ProtocolError", "RefLimitError", "Referenceable", "RemoteCache", "RemoteCopy",

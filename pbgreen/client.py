@@ -10,6 +10,7 @@ from gevent import socket
 
 from . import portno
 from .connection import Connection, set_nodelay
+from .cred import Anonymous, respond
 from .errors import ProtocolError
 from .jelly import SecurityOptions
 from .reference import RemoteReference
@@ -62,6 +63,27 @@ class PBClient:
     def getRootObject(self) -> RemoteReference:
         """The server's root object (no network traffic)."""
         return self._root
+
+    def login(self, credentials: Any, client: Any = None) -> RemoteReference:
+        """Log in through the server's portal; return your avatar's reference.
+
+        ``credentials`` is ``pb.UsernamePassword(b"user", b"password")`` or
+        ``pb.Anonymous()``; ``client`` (the *mind*, usually a
+        ``pb.Referenceable``) is handed to the server's realm so it can call
+        you back. The password never crosses the wire: the server sends a
+        challenge and we answer with its hash. Raises ``pb.UnauthorizedLogin``
+        for a wrong password or unknown user, ``pb.UnhandledCredentials`` if
+        the server takes no credentials of that kind.
+        """
+        root = self.getRootObject()
+        if isinstance(credentials, Anonymous):
+            return root.callRemote("loginAnonymous", client)
+        challenge, challenger = root.callRemote("login", credentials.username)
+        try:
+            return challenger.callRemote("respond", respond(challenge, credentials.password),
+                                         client)
+        finally:
+            del challenger  # the server may forget it now (decref)
 
     def close(self) -> None:
         """Close the connection; waiting calls get ``PBConnectionLost``."""

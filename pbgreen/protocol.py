@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 from .banana import DIALECTS, Decoder, EncodeError, choose_dialect, encode
 from .errors import (CopiedFailure, Error, InsecureJelly, ProtocolError, RefLimitError,
-                     make_copied_failure, parents_of, qual)
+                     UnauthorizedLogin, make_copied_failure, parents_of, qual)
 from .flavors import AsReferenceable, RemoteCache, ViewPoint
 from .jelly import Jellier, SecurityOptions, Unjellier, find_references, globalSecurity, set_state
 from .reference import RemoteCacheObserver, RemoteReference
@@ -234,6 +234,7 @@ class Broker:
         self._cache_of: dict[int, tuple[Any, Any]] = {}
         self._cleanups: dict[Any, list[Callable[[], Any]]] = {}
         self._unread: "weakref.WeakSet[Reply]" = weakref.WeakSet()
+        self._on_lost: list[Callable[[], Any]] = []
         #: Called with a list of user callbacks to run outside the reader.
         self.on_callbacks: Callable[[list[Callable[[], Any]]], Any] | None = None
         self._violations = 0
@@ -504,6 +505,10 @@ class Broker:
         for pin in pins:
             pin()
 
+    def on_lost(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` when the connection goes (with the other disconnect callbacks)."""
+        self._on_lost.append(callback)
+
     def on_release(self, obj: Any, callback: Callable[[], Any]) -> None:
         """Run ``callback`` once the peer has released every reference to ``obj``."""
         self._cleanups.setdefault(obj.processUniqueID(), []).append(callback)
@@ -738,7 +743,9 @@ class Broker:
         del args, kwargs  # their references are released after the answer is queued
 
     def _report(self, call: IncomingCall, exc: Exception) -> None:
-        if isinstance(exc, (Error, CopiedFailure, InsecureJelly)):
+        if isinstance(exc, UnauthorizedLogin):
+            log.info("login refused (%s)", type(exc).__name__)
+        elif isinstance(exc, (Error, CopiedFailure, InsecureJelly)):
             log.debug("call %s failed: %r", call.method, exc)
         else:
             log.error("Peer Will Receive PB Traceback (calling %s)", call.method, exc_info=exc)
@@ -779,8 +786,9 @@ class Broker:
         tokens = list(self.pending.values())
         self.pending.clear()
         self._abandoned.clear()
-        callbacks = [cb for cbs in self._cleanups.values() for cb in cbs]
+        callbacks = [cb for cbs in self._cleanups.values() for cb in cbs] + self._on_lost
         self._cleanups.clear()
+        self._on_lost = []
         for entry in self.remotely_cached.values():
             entry.observer.active = False
             callbacks.append(lambda e=entry: e.object.stoppedObserving(e.perspective, e.observer))

@@ -12,6 +12,7 @@ from gevent.server import StreamServer
 
 from . import portno
 from .connection import Connection, set_nodelay
+from .cred import Portal, PortalRoot
 from .jelly import SecurityOptions
 
 __all__ = ["PBServer", "portno"]
@@ -20,12 +21,14 @@ log = logging.getLogger("pbgreen.server")
 
 
 class PBServer:
-    """Serve a root object (or, later, a portal) over PB.
+    """Serve a root object, or a portal for login, over PB.
 
     Args:
         root: the object every connection reaches as its root. If it has a
             ``rootObject(connection)`` method (``pb.Root`` does), that is
-            called per connection to get the root for it.
+            called per connection to get the root for it. A ``Portal``
+            serves PB login, wire-compatible with Twisted's
+            ``PBServerFactory(portal)``.
         port: TCP port; 0 picks a free one (see ``address``).
         host: interface to listen on.
         ssl_context: a server-side ``ssl.SSLContext`` to serve TLS.
@@ -42,7 +45,7 @@ class PBServer:
                  ssl_context: ssl.SSLContext | None = None, unsafeTracebacks: bool = False,
                  security: SecurityOptions | None = None, max_connections: int = 10_000,
                  max_calls: int = 1000, handshake_timeout: float = 30.0) -> None:
-        self.root = root
+        self.root = PortalRoot(root) if isinstance(root, Portal) else root
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
         self.max_calls = max_calls
