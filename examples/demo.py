@@ -34,6 +34,12 @@ TOUR = [
      ("stderr", "Peer Will Receive PB Traceback")),
     ("try/except instead of errbacks (the server shuts itself down)",
      "trap_server.py", [["trap_client.py"]], "exit"),
+    ("Passing objects by value (pb.Copyable -> pb.RemoteCopy)",
+     "copy_receiver.py", [["copy_sender.py"]], None),
+    ("Controlling the copied state (classes in a shared module)",
+     "copy2_receiver.py", [["copy2_sender.py"]], None),
+    ("A copy kept in sync (pb.Cacheable -> pb.RemoteCache, then shutdown)",
+     "cache_receiver.py", [["cache_sender.py"]], "exit"),
 ]
 
 

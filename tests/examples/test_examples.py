@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import pbgreen as pb
+
 # Every script in examples/ and the test below that runs it.
 TESTED = {
     "echo_server.py", "echo_client.py",
@@ -23,6 +25,9 @@ TESTED = {
     "pb3server.py", "pb3client.py",
     "exc_server.py", "exc_client.py",
     "trap_server.py", "trap_client.py",
+    "copy_receiver.py", "copy_sender.py",
+    "copy2_classes.py", "copy2_receiver.py", "copy2_sender.py",
+    "cache_classes.py", "cache_receiver.py", "cache_sender.py",
     "demo.py",
 }
 
@@ -188,6 +193,83 @@ def test_trap_try_except_instead_of_errbacks(start_server, run_client):
     assert server.stderr == ""  # a clean stop: nothing logged
 
 
+def shut_down(port):
+    """Call the receiver's remote_shutdown from this process."""
+    with pb.PBClient("127.0.0.1", port, timeout=10) as client:
+        try:
+            client.getRootObject().callRemote("shutdown")
+        except pb.PBConnectionLost:
+            pass  # the server may hang up before its answer gets out
+
+
+def test_copy_sends_a_pond_by_value(start_server, run_client):
+    server = start_server("copy_receiver.py")
+    result = run_client("copy_sender.py", server.port)
+    assert_lines(client_stdout(result), [
+        r"7 frogs",
+        # Sent as copy_sender.CopyPond, not __main__.CopyPond.
+        r"copy_sender\.CopyPond",
+        r"pond arrived safe and sound",
+    ])
+    shut_down(server.port)
+    assert server.wait_exit() == 0, server.stderr
+    server.stop()
+    assert_lines(server.stdout, [
+        rf"listening on {server.port}",
+        # Rebuilt as the receiver's own class, with the sender's state.
+        r"got pond: <__main__\.ReceiverPond object at .+>",
+        r"7 frogs",
+    ])
+    assert server.stderr == ""
+
+
+def test_copy2_controls_the_copied_state(start_server, run_client):
+    server = start_server("copy2_receiver.py")
+    result = run_client("copy2_sender.py", server.port)
+    assert_lines(client_stdout(result), [
+        r"count 7",
+        r"pond arrived safe and sound",
+    ])
+    shut_down(server.port)
+    assert server.wait_exit() == 0, server.stderr
+    server.stop()
+    assert_lines(server.stdout, [
+        rf"listening on {server.port}",
+        r"got pond: <copy2_classes\.ReceiverPond object at .+>",
+        # ReceiverPond only has the total that getStateToCopy computed.
+        r"count 7",
+    ])
+    assert server.stderr == ""
+
+
+def test_cache_keeps_the_copy_in_sync(start_server, run_client):
+    server = start_server("cache_receiver.py")
+    result = run_client("cache_sender.py", server.port)
+    assert_lines(client_stdout(result), [
+        r"I have \[2\] ducks",
+        r"I have \[3\] ducks",
+        r"I have \[2\] ducks",
+        # Dropping the receiver's last reference reached the sender.
+        r"stoppedObserving ran: nobody watches the pond now",
+    ])
+    # remote_shutdown stops the server: serve_forever returns, the script ends.
+    assert server.wait_exit() == 0, server.stderr
+    server.stop()
+    # Each update arrives before the checkDucks call that was sent after it.
+    assert_lines(server.stdout, [
+        rf"listening on {server.port}",
+        r"cache - sitting, er, setting ducks",
+        r"got pond: <cache_classes\.SlaveDuckPond object at .+>",
+        r"\[2\] ducks:  \['one duck', 'two duck'\]",
+        r"cache - addDuck",
+        r"\[3\] ducks:  \['one duck', 'two duck', 'ugly duckling'\]",
+        r"cache - removeDuck",
+        r"\[2\] ducks:  \['two duck', 'ugly duckling'\]",
+        r"dropping pond",
+    ])
+    assert server.stderr == ""
+
+
 def _processes_with(marker: bytes):
     """PIDs of live processes whose environment holds `marker` (Linux)."""
     found = []
@@ -222,7 +304,14 @@ def test_demo_runs_every_pair_and_cleans_up(examples_dir):
         ".type = __main__.MyError2",
         "remote raised a MyException",
         "stale reference: the client disconnected or crashed",
-        "all 6 examples ran",
+        "copy_sender.CopyPond",
+        "pond arrived safe and sound",
+        "count 7",
+        "[3] ducks:  ['one duck', 'two duck', 'ugly duckling']",
+        "[2] ducks:  ['two duck', 'ugly duckling']",
+        "dropping pond",
+        "stoppedObserving ran: nobody watches the pond now",
+        "all 9 examples ran",
     ]:
         assert expected in out, f"{expected!r} missing from demo output:\n{result.stdout}"
     assert "Peer Will Receive PB Traceback" in result.stdout
