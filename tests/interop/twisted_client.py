@@ -20,7 +20,7 @@ from twisted.internet import defer, reactor, task
 from twisted.spread import flavors, jelly, pb
 
 import interop_values
-from twisted_common import MyError
+from twisted_common import Checker, MyError, Point, RemoteCounter, describe_point
 
 DEADLINE = 20.0  # seconds for a whole scenario
 
@@ -328,6 +328,153 @@ def scenario_hang(root):
     else:
         report["after"] = "no error"
     return report
+
+
+# --- copies and caches (interop_shapes.*) -----------------------------------------
+
+# Caches the cache_hold scenario keeps until the process exits.
+KEPT = []
+
+
+@defer.inlineCallbacks
+def scenario_copy(root):
+    sent = Point(1, 2)
+    described = yield root.callRemote("describePoint", sent)
+    got = yield root.callRemote("getPoint", 3, 4)
+    mine = Point(5, 6)
+    returned = yield root.callRemote("returnIt", mine)
+    two = yield root.callRemote("getTwoPoints")
+    shared = Point(7, 8)
+    sent_two = yield root.callRemote("describeTwo", [shared, shared])
+    return {
+        "described": described,
+        "got": describe_point(got),
+        "got_state": vars(got),
+        "returned": describe_point(returned),
+        "returned_is_copy": returned is not mine,
+        "two_same": two[0] is two[1],
+        "two": describe_point(two[0]),
+        "sent_two": sent_two,
+        "after": (yield root.callRemote("add", 1, 2)),
+    }
+
+
+def stats_match(root, predicate):
+    return lambda: root.callRemote("counterStats").addCallback(predicate)
+
+
+@defer.inlineCallbacks
+def scenario_cache(root):
+    report = {}
+    c = yield root.callRemote("getCounter")
+    report["is_remote_cache"] = isinstance(c, RemoteCounter)
+    report["initial_state"] = c.initial_state
+    report["stats_initial"] = yield root.callRemote("counterStats")
+
+    report["set_answer"] = yield root.callRemote("setCounter", 4)
+    report["updated"] = yield poll(lambda: c.value == 4)
+    report["updates"] = list(c.updates)
+
+    again = yield root.callRemote("getCounter")  # ['cached', id]
+    report["again_is_remote_cache"] = isinstance(again, RemoteCounter)
+    report["again_value"] = again.value
+    report["again_shares_state"] = again.__dict__ is c.__dict__
+    report["again_is_first"] = again is c
+
+    # lcache: our handles go back to the owner as its own object.
+    report["is_counter"] = yield root.callRemote("isCounter", c)
+    report["is_counter_again"] = yield root.callRemote("isCounter", again)
+    report["stats_held"] = yield root.callRemote("counterStats")
+
+    # Two handles, two decaches: one dropped, the owner still observes.
+    del c
+    gc.collect()
+    report["stats_one_dropped"] = yield root.callRemote("counterStats")
+    del again
+    gc.collect()
+    report["stopped"] = yield poll(stats_match(root, lambda s: s["stopped"] == 1))
+    report["stats_dropped"] = yield root.callRemote("counterStats")
+
+    # Cached anew after the release: the current state, and observed again.
+    fresh = yield root.callRemote("getCounter")
+    report["fresh_state"] = fresh.initial_state
+    report["stats_fresh"] = yield root.callRemote("counterStats")
+    yield root.callRemote("setCounter", 5)
+    report["fresh_updated"] = yield poll(lambda: fresh.value == 5)
+    del fresh
+    gc.collect()
+    report["fresh_stopped"] = yield poll(stats_match(root, lambda s: s["stopped"] == 2))
+    report["after"] = yield root.callRemote("add", 1, 2)
+    return report
+
+
+@defer.inlineCallbacks
+def scenario_cache_twice(root):
+    # The same Cacheable twice in one answer: one object, one count, one
+    # decache.
+    pair = yield root.callRemote("getCounterTwice")
+    report = {
+        "same": pair[0] is pair[1],
+        "is_remote_cache": isinstance(pair[0], RemoteCounter),
+        "value": pair[0].value,
+        "both_counter": [],
+    }
+    for c in pair:
+        report["both_counter"].append((yield root.callRemote("isCounter", c)))
+    del c
+    report["stats_held"] = yield root.callRemote("counterStats")
+    del pair
+    gc.collect()
+    report["stopped"] = yield poll(stats_match(root, lambda s: s["stopped"] == 1))
+    report["stats_dropped"] = yield root.callRemote("counterStats")
+    report["after"] = yield root.callRemote("add", 1, 2)
+    return report
+
+
+@defer.inlineCallbacks
+def scenario_cache_order(root):
+    report = {}
+    c = yield root.callRemote("getCounter")
+    # The owner pushes an update, then calls us: the update comes first.
+    report["checked"] = yield root.callRemote("setAndCheck", 11, Checker(c))
+    report["updates"] = list(c.updates)
+
+    # An observe_ method that does not answer does not hold up the owner.
+    answers = []
+    d = root.callRemote("pushHang")
+    d.addBoth(answers.append)
+    report["hang_arrived"] = yield poll(lambda: len(c.hung) == 1)
+    report["answered_while_hung"] = yield poll(lambda: bool(answers), deadline=5)
+    for h in c.hung:
+        h.callback("late")
+    yield poll(lambda: bool(answers))
+    report["hang_answer"] = [
+        a if isinstance(a, str) else repr(a) for a in answers
+    ]
+
+    # An observe_ method we lack: the owner gets an error answer.
+    report["unknown"] = yield root.callRemote("pushUnknown")
+
+    # Updates still flow afterwards, in order.
+    yield root.callRemote("setCounter", 12)
+    yield root.callRemote("setCounter", 13)
+    report["updated"] = yield poll(lambda: c.value == 13)
+    report["all_updates"] = list(c.updates)
+    report["after"] = yield root.callRemote("add", 1, 2)
+    return report
+
+
+@defer.inlineCallbacks
+def scenario_cache_hold(root):
+    # Keep two handles until the connection goes: the owner must stop
+    # observing once, on disconnect.
+    c = yield root.callRemote("getCounter")
+    again = yield root.callRemote("getCounter")
+    KEPT.extend([c, again])
+    return {
+        "value": c.value,
+        "stats_held": (yield root.callRemote("counterStats")),
+    }
 
 
 SCENARIOS = {

@@ -9,6 +9,7 @@ qualified name, and Twisted's ``Failure.check`` compares qualified names too.
 import sys
 import types
 
+from twisted.internet import defer
 from twisted.spread import pb
 
 interop_errors = types.ModuleType("interop_errors")
@@ -32,3 +33,115 @@ sys.modules["interop_errors"] = interop_errors
 class Child(pb.Referenceable):
     def remote_hello(self, name):
         return "hello " + name
+
+
+# --- the Twisted side of the shared shapes module ------------------------------
+# Copyable and Cacheable classes live in a module named ``interop_shapes`` so
+# their qualified names (``interop_shapes.Point`` ...) match the pbgreen-side
+# classes the tests define under the same names. Every name is registered by
+# string, as a peer that cannot import the other side's classes would do.
+
+interop_shapes = types.ModuleType("interop_shapes")
+
+
+class Point(pb.Copyable, pb.RemoteCopy):
+    """Sent and received as ``interop_shapes.Point``; ``_private`` stays home."""
+
+    def __init__(self, x=0, y=0):
+        self.x = x
+        self.y = y
+        self._private = "never sent"
+
+    def getStateToCopy(self):
+        return {"x": self.x, "y": self.y}
+
+
+class Secret(pb.Copyable):
+    """A Copyable that no peer registers."""
+
+    def __init__(self):
+        self.code = 42
+
+
+class Counter(pb.Cacheable):
+    """Cached by the peer as ``interop_shapes.Counter``; one per connection."""
+
+    def __init__(self, value=3):
+        self.value = value
+        self.observers = []
+        self.seen = []  # (perspective, observer) per getStateToCacheAndObserveFor
+        self.stopped = []  # (perspective, observer) per stoppedObserving
+
+    def getStateToCacheAndObserveFor(self, perspective, observer):
+        self.observers.append(observer)
+        self.seen.append((perspective, observer))
+        return {"value": self.value}
+
+    def stoppedObserving(self, perspective, observer):
+        self.stopped.append((perspective, observer))
+        self.observers.remove(observer)  # RemoteCacheObservers compare equal
+
+    def setValue(self, value):
+        """Push to every observer; fires with their number once all answered."""
+        self.value = value
+        calls = [o.callRemote("setValue", value) for o in self.observers]
+        return defer.gatherResults(calls).addCallback(lambda _: len(calls))
+
+    def stats(self):
+        return {
+            "value": self.value,
+            "observers": len(self.observers),
+            "stopped": len(self.stopped),
+            # stoppedObserving got what getStateToCacheAndObserveFor got
+            "stops_match": [stop in self.seen for stop in self.stopped],
+        }
+
+
+class RemoteCounter(pb.RemoteCache):
+    """The holder's side of ``interop_shapes.Counter``."""
+
+    def setCopyableState(self, state):
+        self.value = state["value"]
+        self.initial_state = dict(state)
+        self.updates = []
+        self.hung = []
+
+    def observe_setValue(self, value):
+        self.value = value
+        self.updates.append(value)
+
+    def observe_hang(self):
+        d = defer.Deferred()
+        self.hung.append(d)
+        return d
+
+
+class Checker(pb.Referenceable):
+    """Reports what a cache holds when the owner calls it."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def remote_check(self):
+        return self.cache.value
+
+
+for _cls in (Point, Secret, Counter):
+    _cls.__module__ = "interop_shapes"
+    _cls.__qualname__ = _cls.__name__
+    setattr(interop_shapes, _cls.__name__, _cls)
+sys.modules["interop_shapes"] = interop_shapes
+
+pb.setUnjellyableForClass("interop_shapes.Point", Point)
+pb.setUnjellyableForClass("interop_shapes.Counter", RemoteCounter)
+
+
+def describe_point(p):
+    """What arrived as an ``interop_shapes.Point``, as JSON-able facts."""
+    return {
+        "class": type(p).__name__,
+        "remote_copy": isinstance(p, pb.RemoteCopy),
+        "x": getattr(p, "x", None),
+        "y": getattr(p, "y", None),
+        "private_sent": "_private" in vars(p),
+    }

@@ -21,7 +21,15 @@ from twisted.python import log
 from twisted.spread import pb
 from zope.interface import implementer
 
-from twisted_common import Child, MyError, OtherError
+from twisted_common import (
+    Child,
+    Counter,
+    MyError,
+    OtherError,
+    Point,
+    Secret,
+    describe_point,
+)
 
 
 class ServerRoot(pb.Root):
@@ -33,6 +41,7 @@ class ServerRoot(pb.Root):
         self.hung = []
         self.waiting = []
         self.notes = []
+        self.counter = Counter()
 
     # --- values ---------------------------------------------------------
     def remote_echo(self, *args, **kwargs):
@@ -150,6 +159,66 @@ class ServerRoot(pb.Root):
 
     def remote_pid(self):
         return os.getpid()
+
+    # --- copies (interop_shapes.Point; pbgreen's ShapesRoot has the same) --
+    def remote_describePoint(self, p):
+        return describe_point(p)
+
+    def remote_describeTwo(self, pair):
+        first, second = pair
+        return {"same": first is second, "first": describe_point(first)}
+
+    def remote_getPoint(self, x, y):
+        return Point(x, y)
+
+    def remote_getTwoPoints(self):
+        p = Point(1, 2)
+        return [p, p]
+
+    def remote_getSecret(self):
+        return Secret()
+
+    # --- caches (interop_shapes.Counter) --------------------------------
+    def remote_getCounter(self):
+        return self.counter
+
+    def remote_getCounterTwice(self):
+        return [self.counter, self.counter]
+
+    def remote_isCounter(self, x):
+        return x is self.counter
+
+    def remote_setCounter(self, value):
+        # Answers once every holder has answered its observe_setValue.
+        return self.counter.setValue(value)
+
+    def remote_setCounterNoWait(self, value):
+        self.counter.setValue(value)
+        return len(self.counter.observers)
+
+    def remote_setAndCheck(self, value, checker):
+        # The update is written before the call to the checker.
+        self.counter.setValue(value)
+        return checker.callRemote("check")
+
+    def remote_pushHang(self):
+        for observer in self.counter.observers:
+            observer.callRemote("hang")
+        return "returned"
+
+    def remote_pushUnknown(self):
+        # observe_nosuch does not exist on the holder: report each failure.
+        calls = [
+            o.callRemote("nosuch").addCallbacks(
+                lambda r: ["ok", repr(r)],
+                lambda f: ["err", f.check(AttributeError) is not None],
+            )
+            for o in self.counter.observers
+        ]
+        return defer.gatherResults(calls)
+
+    def remote_counterStats(self):
+        return self.counter.stats()
 
 
 @implementer(pb.IPBRoot)
