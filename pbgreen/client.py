@@ -9,7 +9,7 @@ import gevent
 from gevent import socket
 
 from . import portno
-from .connection import Connection, set_nodelay
+from .connection import Connection, set_nodelay, wrap_tls
 from .cred import Anonymous, respond
 from .errors import ProtocolError
 from .jelly import SecurityOptions
@@ -46,8 +46,10 @@ class PBClient:
         except OSError as exc:
             raise type(exc)(exc.errno, f"cannot connect to {host}:{port}: {exc.strerror or exc}") \
                 from None
-        sock.settimeout(None)
         set_nodelay(sock)
+        if ssl_context is not None:
+            sock = self._tls_handshake(sock, ssl_context, host, port, timeout)
+        sock.settimeout(None)
         self.connection = Connection(sock, is_client=True, security=security,
                                      peer=(host, port), **options)
         self.connection.start()
@@ -59,6 +61,29 @@ class PBClient:
                                    f"{timeout} s: is it a PB server?")
             raise ProtocolError(f"PB handshake with {host}:{port} failed: {reason}")
         self._root = RemoteReference(self.connection, b"root")
+
+    @staticmethod
+    def _tls_handshake(sock: Any, context: ssl.SSLContext, host: str, port: int,
+                       timeout: float | None) -> Any:
+        tls = wrap_tls(sock, context, server_side=False,
+                       server_hostname=host if context.check_hostname else None)
+        try:
+            tls.settimeout(timeout)
+            tls.do_handshake()
+        except ssl.SSLCertVerificationError as exc:
+            tls.close()
+            exc.add_note(f"TLS to {host}:{port}: the server's certificate is not trusted; give "
+                         "PBClient an ssl_context that trusts it (load_verify_locations)")
+            raise
+        except socket.timeout:
+            tls.close()
+            raise TimeoutError(f"TLS handshake with {host}:{port} timed out after {timeout} s") \
+                from None
+        except OSError as exc:
+            tls.close()
+            exc.add_note(f"TLS handshake with {host}:{port} failed: is it a TLS PB server?")
+            raise
+        return tls
 
     def getRootObject(self) -> RemoteReference:
         """The server's root object (no network traffic)."""
@@ -82,8 +107,13 @@ class PBClient:
         try:
             return challenger.callRemote("respond", respond(challenge, credentials.password),
                                          client)
-        finally:
-            del challenger  # the server may forget it now (decref)
+        except Exception as exc:
+            # The traceback's frames hold the challenger; without them it dies
+            # here, so the server forgets it (decref) even while the caller
+            # keeps the exception.
+            refused = exc.with_traceback(None)
+        del challenger
+        raise refused
 
     def close(self) -> None:
         """Close the connection; waiting calls get ``PBConnectionLost``."""

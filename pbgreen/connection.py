@@ -42,6 +42,21 @@ log = logging.getLogger("pbgreen.connection")
 RECV_SIZE = 256 * 1024
 
 
+def wrap_tls(sock: Any, context: Any, *, server_side: bool,
+             server_hostname: str | None = None) -> Any:
+    """Wrap a gevent socket for TLS with a standard ``ssl.SSLContext``.
+
+    gevent's own ``SSLSocket`` is used so the handshake and every read and
+    write wait cooperatively; the handshake is left to the caller, who bounds
+    it with a deadline.
+    """
+    from gevent import ssl as gevent_ssl
+
+    return gevent_ssl.SSLSocket(sock=sock, server_side=server_side,
+                                server_hostname=server_hostname,
+                                do_handshake_on_connect=False, _context=context)
+
+
 def set_nodelay(sock: Any) -> None:
     """Turn off Nagle: PB sends small messages and waits for answers."""
     try:

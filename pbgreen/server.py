@@ -6,12 +6,13 @@ import logging
 import ssl
 from typing import Any
 
+import gevent
 from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import portno
-from .connection import Connection, set_nodelay
+from .connection import Connection, set_nodelay, wrap_tls
 from .cred import Portal, PortalRoot
 from .jelly import SecurityOptions
 
@@ -52,9 +53,8 @@ class PBServer:
         self.handshake_timeout = handshake_timeout
         self.connections: set[Connection] = set()
         self._stopped = Event()
-        tls = {"ssl_context": ssl_context} if ssl_context is not None else {}
-        self._server = StreamServer((host, port), self._handle, spawn=Pool(max_connections),
-                                    **tls)
+        self.ssl_context = ssl_context
+        self._server = StreamServer((host, port), self._handle, spawn=Pool(max_connections))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -89,6 +89,10 @@ class PBServer:
 
     def _handle(self, sock: Any, address: Any) -> None:
         set_nodelay(sock)
+        if self.ssl_context is not None:
+            sock = self._tls_handshake(sock, address)
+            if sock is None:
+                return
         connection = Connection(sock, is_client=False, security=self.security,
                                 unsafe_tracebacks=self.unsafeTracebacks,
                                 max_calls=self.max_calls, peer=address)
@@ -103,3 +107,14 @@ class PBServer:
         finally:
             self.connections.discard(connection)
             connection.kill_calls(timeout=1)
+
+    def _tls_handshake(self, sock: Any, address: Any) -> Any:
+        tls = wrap_tls(sock, self.ssl_context, server_side=True)
+        try:
+            with gevent.Timeout(self.handshake_timeout, TimeoutError("TLS handshake timed out")):
+                tls.do_handshake()
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            log.warning("closing connection from %s: TLS handshake failed: %s", address, exc)
+            tls.close()
+            return None
+        return tls

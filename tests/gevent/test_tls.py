@@ -1,0 +1,87 @@
+"""PB over TLS: a certificate made at test time with the openssl command."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import subprocess
+
+import pytest
+
+import pbgreen as pb
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.fixture
+def server_context(certificate):
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+@pytest.fixture
+def client_context(certificate):
+    context = ssl.create_default_context()
+    context.load_verify_locations(certificate[0])
+    return context
+
+
+class Avatar(pb.Avatar):
+    def __init__(self, name):
+        self.name = name
+
+    def perspective_whoami(self):
+        return self.name
+
+
+class Realm:
+    def requestAvatar(self, avatar_id, mind, *interfaces):
+        return interfaces[0], Avatar(avatar_id), lambda: None
+
+
+@pytest.fixture
+def tls_server(serve, server_context):
+    portal = pb.Portal(Realm(), [pb.InMemoryPasswordChecker(alice=b"secret")])
+    return serve(portal, ssl_context=server_context, handshake_timeout=2)
+
+
+def test_login_and_calls_over_tls(tls_server, connect, client_context):
+    client = connect(tls_server, ssl_context=client_context)
+    assert client.connection.sock.version().startswith("TLS")
+    avatar = client.login(pb.UsernamePassword(b"alice", b"secret"))
+    assert avatar.callRemote("whoami") == b"alice"
+
+
+def test_untrusted_certificate_is_a_clear_error(tls_server, connect, client_context):
+    with pytest.raises(ssl.SSLCertVerificationError) as info:
+        pb.PBClient("127.0.0.1", tls_server.address[1], ssl_context=ssl.create_default_context(),
+                    timeout=5)
+    assert "not trusted" in " ".join(info.value.__notes__)
+    assert connect(tls_server, ssl_context=client_context).login(
+        pb.UsernamePassword(b"alice", b"secret")).callRemote("whoami") == b"alice"
+
+
+def test_plain_client_against_tls_server_fails_cleanly(tls_server, connect, client_context,
+                                                        caplog):
+    with caplog.at_level(logging.WARNING, logger="pbgreen"):
+        with pytest.raises((TimeoutError, ConnectionError)):
+            pb.PBClient("127.0.0.1", tls_server.address[1], timeout=0.5)
+    client = connect(tls_server, ssl_context=client_context)
+    assert client.login(pb.UsernamePassword(b"alice", b"secret")).callRemote("whoami") == b"alice"
+
+
+def test_tls_client_against_plain_server_fails_cleanly(serve, connect, client_context):
+    server = serve(pb.Root())
+    with pytest.raises(ssl.SSLError):
+        pb.PBClient("127.0.0.1", server.address[1], ssl_context=client_context, timeout=5)
+    assert connect(server).getRootObject() is not None
