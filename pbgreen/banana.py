@@ -231,6 +231,7 @@ class Decoder:
         else:
             buf = bytes(data)
         self._rest = b""
+        self._need = 0  # set again below if a string body is still arriving
         n = len(buf)
         pos = 0
         mark = 0  # where the current expression started in buf
@@ -341,13 +342,12 @@ class Decoder:
         if self._size > self.max_message_size:
             raise self._fail(f"message is over the {self.max_message_size}-byte limit")
         self._size -= n - pos  # the unread tail is counted again when it is read
-        if pos < n:
-            if self._need > n - pos:
-                self._chunks = [buf[pos:]]
-                self._have = n - pos
-            else:
-                self._rest = buf[pos:]
-        self._need = 0
+        if pos < n and self._need > n - pos:
+            # a string body is still arriving: gather pieces until _need bytes are in
+            self._chunks = [buf[pos:]]
+            self._have = n - pos
+        elif pos < n:
+            self._rest = buf[pos:]
         return out
 
 
