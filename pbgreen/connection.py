@@ -379,6 +379,10 @@ class Connection:
         """Forget a ``notify_on_disconnect`` callback."""
         self._notify = [(r, cb) for r, cb in self._notify if not (r is ref and cb == callback)]
 
+    def sleep(self, seconds: float) -> None:
+        """Pause the calling greenlet (for the core, which has no clock of its own)."""
+        gevent.sleep(seconds)
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait for the handshake; ``True`` once calls may be sent."""
         self.ready.wait(timeout)

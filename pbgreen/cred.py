@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import time
 from typing import Any, Callable, Protocol
 
 from .errors import UnauthorizedLogin, UnhandledCredentials
@@ -198,11 +199,21 @@ class PortalRoot(Root):
     Speaks Twisted's login protocol: ``login(username)`` returns
     ``(challenge, challenger)``, ``challenger.respond(response, mind)`` and
     ``loginAnonymous(mind)`` return the avatar.
+
+    Guessing is made slow: after a refused login on a connection, its next
+    attempt waits ``penalty`` seconds (50 ms, doubling up to 2 s; a success
+    resets it). Attempts are given turns, so sending many at once does not
+    get around the wait; the waiting costs the server a sleeping greenlet.
     """
+
+    first_penalty = 0.05
+    max_penalty = 2.0
 
     def __init__(self, portal: Portal) -> None:
         self.portal = portal
         self.connection: Any = None
+        self.penalty = 0.0
+        self._next_turn = 0.0
 
     def rootObject(self, connection: Any) -> "PortalRoot":
         root = PortalRoot(self.portal)
@@ -237,8 +248,20 @@ class _Challenger(Referenceable):
         self.challenge = challenge
 
     def remote_respond(self, response: Any, mind: Any) -> Referenceable:
-        if not isinstance(response, bytes):
-            raise UnauthorizedLogin()
-        credentials = _ChallengedPassword(self.username, self.challenge, response)
-        return self.root._avatar(credentials, mind)
+        root = self.root
+        now = time.monotonic()
+        turn = max(now, root._next_turn)
+        root._next_turn = turn + root.penalty
+        if turn > now and root.connection is not None:
+            root.connection.sleep(turn - now)
+        try:
+            if not isinstance(response, bytes):
+                raise UnauthorizedLogin()
+            credentials = _ChallengedPassword(self.username, self.challenge, response)
+            avatar = root._avatar(credentials, mind)
+        except UnauthorizedLogin:
+            root.penalty = min(max(root.first_penalty, root.penalty * 2), root.max_penalty)
+            raise
+        root.penalty = 0.0
+        return avatar
 

@@ -167,12 +167,18 @@ def test_a_client_cannot_reach_objects_it_was_not_given(server, connect):
     assert alice.callRemote("whoami") == b"alice"
 
 
-def test_failed_logins_do_not_starve_other_clients(server, connect):
+@pytest.fixture
+def quick_penalty(monkeypatch):
+    monkeypatch.setattr(pb.cred.PortalRoot, "first_penalty", 0.001)
+    monkeypatch.setattr(pb.cred.PortalRoot, "max_penalty", 0.004)
+
+
+def test_failed_logins_do_not_starve_other_clients(server, connect, quick_penalty):
     attacker = connect(server)
     bystander = connect(server).login(pb.UsernamePassword(b"bob", b"hunter2"))
 
     def hammer():
-        for _ in range(100):
+        for _ in range(30):
             with pytest.raises(pb.UnauthorizedLogin):
                 attacker.login(pb.UsernamePassword(b"alice", b"guess"))
     job = gevent.spawn(hammer)
@@ -180,3 +186,25 @@ def test_failed_logins_do_not_starve_other_clients(server, connect):
     job.join(timeout=30)
     assert job.successful(), job.exception
     assert answers == [b"bob"] * 50
+
+
+def test_each_refusal_makes_the_next_attempt_on_that_connection_wait(server, connect):
+    client = connect(server)
+    root = next(iter(server.connections)).protocol.local_objects[b"root"].object
+    penalties = []
+    for _ in range(3):
+        with pytest.raises(pb.UnauthorizedLogin):
+            client.login(pb.UsernamePassword(b"alice", b"guess"))
+        penalties.append(root.penalty)
+    assert penalties == [0.05, 0.1, 0.2]
+    # guesses sent all at once still take turns, each a penalty apart
+    jobs = [gevent.spawn(client.login, pb.UsernamePassword(b"alice", b"guess"))
+            for _ in range(3)]
+    gevent.joinall(jobs, timeout=10)
+    assert all(isinstance(job.exception, pb.UnauthorizedLogin) for job in jobs)
+    assert root.penalty == 1.6
+    other = connect(server)  # another connection is not slowed down
+    assert other.login(pb.UsernamePassword(b"bob", b"hunter2")).callRemote("whoami") == b"bob"
+    root.penalty = 0.0
+    client.login(pb.UsernamePassword(b"alice", b"secret"))
+    assert root.penalty == 0.0
