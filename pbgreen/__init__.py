@@ -11,7 +11,7 @@ from . import banana, cred, jelly
 from .cred import (ANONYMOUS, AllowAnonymousAccess, Anonymous, ICredentialsChecker, IPerspective,
                    IRealm, InMemoryPasswordChecker, Portal, UsernamePassword)
 from .errors import (BananaError, CopiedFailure, DeadReferenceError, Error, InsecureJelly,
-                     NoSuchMethod, PBConnectionLost, ProtocolError, RefLimitError,
+                     LoginFailed, NoSuchMethod, PBConnectionLost, ProtocolError, RefLimitError,
                      UnauthorizedLogin, UnhandledCredentials)
 from .flavors import (Avatar, Cacheable, Copyable, Referenceable, RemoteCache, RemoteCopy,
                       Root, Viewable)
@@ -43,7 +43,7 @@ __all__ = [
     "ANONYMOUS", "AllowAnonymousAccess", "Anonymous", "ICredentialsChecker", "IPerspective",
     "IRealm", "InMemoryPasswordChecker", "Portal", "UsernamePassword", "cred",
     "Avatar", "BananaError", "Cacheable", "Copyable", "CopiedFailure", "DeadReferenceError",
-    "Error", "InsecureJelly", "NoSuchMethod", "PBClient", "PBConnectionLost", "PBServer",
+    "Error", "InsecureJelly", "LoginFailed", "NoSuchMethod", "PBClient", "PBConnectionLost", "PBServer",
     "ProtocolError", "RefLimitError", "Referenceable", "RemoteCache", "RemoteCopy",
     "RemoteReference", "Root", "SecurityOptions", "UnauthorizedLogin", "UnhandledCredentials",
     "Viewable", "banana", "connect", "jelly", "portno", "setUnjellyableFactoryForClass",

@@ -26,12 +26,12 @@ import string
 import time
 from typing import Any, Callable, Protocol
 
-from .errors import UnauthorizedLogin, UnhandledCredentials
+from .errors import LoginFailed, UnauthorizedLogin, UnhandledCredentials
 from .flavors import AsReferenceable, Referenceable, Root
 
 __all__ = ["IPerspective", "IRealm", "ICredentialsChecker", "UsernamePassword", "Anonymous",
            "ANONYMOUS", "InMemoryPasswordChecker", "AllowAnonymousAccess", "Portal",
-           "UnauthorizedLogin", "UnhandledCredentials", "PortalRoot", "respond"]
+           "LoginFailed", "UnauthorizedLogin", "UnhandledCredentials", "PortalRoot", "respond"]
 
 #: The avatar id of an anonymous login (Twisted's is also ``()``).
 ANONYMOUS: tuple[()] = ()

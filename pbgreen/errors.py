@@ -14,8 +14,9 @@
      |    |    +-- BananaError      bytes that are not banana
      |    |    +-- DeadReferenceError   a call on a connection already gone
      |    +-- PBConnectionLost      the line died while a call waited
-     +-- UnauthorizedLogin          wrong password or unknown user
-     +-- UnhandledCredentials       no checker for these credentials
+     +-- LoginFailed                a login did not succeed
+          +-- UnauthorizedLogin     wrong password or unknown user
+          +-- UnhandledCredentials  no checker for these credentials
 
 Who is at fault is in the name: ``ProtocolError`` means the peer misbehaved,
 ``InsecureJelly`` means a value was refused (by us before sending, or by the
@@ -88,11 +89,15 @@ class PBConnectionLost(ConnectionError):
     """The connection died while a call was waiting for its answer."""
 
 
-class UnauthorizedLogin(Exception):
+class LoginFailed(Exception):
+    """A login did not succeed (base of the login errors, as in ``twisted.cred``)."""
+
+
+class UnauthorizedLogin(LoginFailed):
     """The credentials were refused: unknown user or wrong password."""
 
 
-class UnhandledCredentials(UnauthorizedLogin):
+class UnhandledCredentials(LoginFailed):
     """The portal has no checker for this kind of credentials."""
 
 
@@ -168,15 +173,21 @@ TWISTED_NAMES: dict[str, type] = {
     "twisted.spread.pb.Error": Error,
     "twisted.spread.jelly.InsecureJelly": InsecureJelly,
     "twisted.spread.flavors.NoSuchMethod": NoSuchMethod,
+    "twisted.cred.error.LoginFailed": LoginFailed,
     "twisted.cred.error.UnauthorizedLogin": UnauthorizedLogin,
     "twisted.cred.error.UnhandledCredentials": UnhandledCredentials,
     "twisted.spread.pb.DeadReferenceError": DeadReferenceError,
     "twisted.spread.pb.PBConnectionLost": PBConnectionLost,
     "twisted.spread.pb.ProtocolError": ProtocolError,
 }
-_TWISTED_NAME_OF = {cls: name for name, cls in TWISTED_NAMES.items()}
+# Twisted's names to list after each of our classes among an error's parents
+# (Twisted's UnauthorizedLogin is also a twisted.cred.error.Unauthorized).
+_TWISTED_NAMES_OF: dict[type, list[str]] = {}
+for _name, _cls in TWISTED_NAMES.items():
+    _TWISTED_NAMES_OF.setdefault(_cls, []).append(_name)
+_TWISTED_NAMES_OF[UnauthorizedLogin].append("twisted.cred.error.Unauthorized")
 _OWN = {qual(c): c for c in (Error, RefLimitError, InsecureJelly, NoSuchMethod, ProtocolError,
-                             BananaError, DeadReferenceError, PBConnectionLost,
+                             BananaError, DeadReferenceError, PBConnectionLost, LoginFailed,
                              UnauthorizedLogin, UnhandledCredentials)}
 
 
@@ -191,9 +202,7 @@ def parents_of(cls: type) -> list[str]:
         if klass is CopiedFailure:
             continue
         names.append(qual(klass))
-        twisted = _TWISTED_NAME_OF.get(klass)
-        if twisted:
-            names.append(twisted)
+        names.extend(_TWISTED_NAMES_OF.get(klass, ()))
     return names
 
 

@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 from .banana import DIALECTS, Decoder, EncodeError, choose_dialect, encode
 from .errors import (CopiedFailure, Error, InsecureJelly, ProtocolError, RefLimitError,
-                     UnauthorizedLogin, make_copied_failure, parents_of, qual)
+                     LoginFailed, make_copied_failure, parents_of, qual)
 from .flavors import AsReferenceable, RemoteCache, ViewPoint
 from .jelly import Jellier, SecurityOptions, Unjellier, find_references, globalSecurity, set_state
 from .reference import RemoteCacheObserver, RemoteReference
@@ -743,7 +743,7 @@ class Broker:
         del args, kwargs  # their references are released after the answer is queued
 
     def _report(self, call: IncomingCall, exc: Exception) -> None:
-        if isinstance(exc, UnauthorizedLogin):
+        if isinstance(exc, LoginFailed):
             log.info("login refused (%s)", type(exc).__name__)
         elif isinstance(exc, (Error, CopiedFailure, InsecureJelly)):
             log.debug("call %s failed: %r", call.method, exc)
