@@ -7,6 +7,7 @@ stops the server, and shows what each side printed. Exits 0 when every
 client succeeded; leaves no server running either way.
 """
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -19,7 +20,8 @@ STOP_TIMEOUT = 10.0
 
 # (title, server script, client argument lists, what to wait for before
 # stopping the server: None, ("stderr", text) or "exit" for a server that
-# stops itself)
+# stops itself). A client entry that is a tuple of argument lists runs
+# those clients at the same time.
 TOUR = [
     ("Basic example: one remote call",
      "echo_server.py", [["echo_client.py"]], None),
@@ -40,6 +42,11 @@ TOUR = [
      "copy2_receiver.py", [["copy2_sender.py"]], None),
     ("A copy kept in sync (pb.Cacheable -> pb.RemoteCache, then shutdown)",
      "cache_receiver.py", [["cache_sender.py"]], "exit"),
+    ("Logging in: a chat room (pb.Portal, pb.Avatar, the mind called back)",
+     "chat_server.py",
+     [(["chat_client.py", "alice", "wonderland", "--wait-for", "bob", "hello from alice"],
+       ["chat_client.py", "bob", "builder", "--wait-for", "alice", "hi alice, bob here"])],
+     None),
 ]
 
 
@@ -117,6 +124,34 @@ def show(heading, text):
     print(text.rstrip("\n") if text.strip() else "(nothing)")
 
 
+def run_clients(argvs, port):
+    """Run client scripts at the same time; [(status, output)] in order.
+
+    A client still running after CLIENT_TIMEOUT is killed (status None).
+    """
+    procs = []
+    try:
+        for argv in argvs:
+            cmd = [sys.executable, str(HERE / argv[0]), "127.0.0.1", str(port), *argv[1:]]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True, cwd=HERE))
+        results = []
+        for proc in procs:
+            try:
+                output, _ = proc.communicate(timeout=CLIENT_TIMEOUT)
+                results.append((proc.returncode, output))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                output, _ = proc.communicate()
+                results.append((None, output + f"(killed after {CLIENT_TIMEOUT} s)\n"))
+        return results
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def run_pair(title, server_script, clients, wait_for):
     print("=" * 72)
     print(title)
@@ -125,15 +160,14 @@ def run_pair(title, server_script, clients, wait_for):
     server = Server(server_script)
     try:
         port = server.port()
-        for argv in clients:
-            cmd = [sys.executable, str(HERE / argv[0]), "127.0.0.1", str(port), *argv[1:]]
-            result = subprocess.run(cmd, capture_output=True, text=True,
-                                    timeout=CLIENT_TIMEOUT, cwd=HERE)
-            show(f"$ python {' '.join(argv[:1] + ['127.0.0.1', str(port)] + argv[1:])}",
-                 result.stdout + result.stderr)
-            if result.returncode != 0:
-                print(f"!!! client exited with status {result.returncode}")
-                ok = False
+        for step in clients:
+            together = step if isinstance(step, tuple) else (step,)
+            for argv, (status, output) in zip(together, run_clients(together, port)):
+                show(f"$ python {shlex.join(argv[:1] + ['127.0.0.1', str(port)] + argv[1:])}",
+                     output)
+                if status != 0:
+                    print(f"!!! client exited with status {status}")
+                    ok = False
         if isinstance(wait_for, tuple):
             server.wait_stderr(wait_for[1])
     except Exception as exc:

@@ -86,6 +86,11 @@ class ExampleServer:
         with self._changed:
             return self._changed.wait_for(lambda: text in "".join(self._err), timeout=timeout)
 
+    def wait_for_stdout(self, text: str, timeout: float = 10.0) -> bool:
+        """Wait until `text` has appeared on the server's stdout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: text in "".join(self._out), timeout=timeout)
+
     def wait_exit(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """Wait for the server to exit by itself; its status, or None."""
         try:

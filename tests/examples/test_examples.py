@@ -28,6 +28,7 @@ TESTED = {
     "copy_receiver.py", "copy_sender.py",
     "copy2_classes.py", "copy2_receiver.py", "copy2_sender.py",
     "cache_classes.py", "cache_receiver.py", "cache_sender.py",
+    "chat_server.py", "chat_client.py",
     "demo.py",
 }
 
@@ -270,6 +271,109 @@ def test_cache_keeps_the_copy_in_sync(start_server, run_client):
     assert server.stderr == ""
 
 
+def run_together(examples_dir, port, *arg_lists, timeout=60):
+    """Run chat_client.py once per argument list, all at the same time;
+    a CompletedProcess for each. Every client is reaped, killed if need be."""
+    procs = []
+    try:
+        for args in arg_lists:
+            procs.append(subprocess.Popen(
+                [sys.executable, str(examples_dir / "chat_client.py"), "127.0.0.1", str(port),
+                 *args],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=examples_dir,
+            ))
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+        return results
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+def check_chat_client(text, user, other, said, heard):
+    """What one of two chat clients printed: its login, its own message and
+    the other's message once each; joined/left notices at most once."""
+    got = lines(text)
+    login = rf"logged in as {user}; in the room: ({user}|alice, bob)"
+    mine = re.escape(f"<{user}> {said}")
+    theirs = re.escape(f"<{other}> {heard}")
+    optional = [rf"\* {other} joined", rf"\* {other} left"]
+    for line in got:
+        assert any(re.fullmatch(p, line) for p in [login, mine, theirs, *optional]), (
+            f"unexpected line {line!r} from {user}'s client:\n{text}")
+
+    def where(pattern):
+        return [i for i, line in enumerate(got) if re.fullmatch(pattern, line)]
+
+    assert len(where(login)) == 1, text
+    assert len(where(mine)) == 1, text   # its own message came back once ...
+    assert len(where(theirs)) == 1, text  # ... and so did the other user's
+    assert all(len(where(p)) <= 1 for p in optional), text
+    # It said its message only after logging in.
+    assert where(login)[0] < where(mine)[0], text
+
+
+def test_chat_login_two_users_hear_each_other(start_server, run_client, examples_dir):
+    server = start_server("chat_server.py")
+    alice, bob = run_together(
+        examples_dir, server.port,
+        ["alice", "wonderland", "--wait-for", "bob", "hello from alice"],
+        ["bob", "builder", "hi alice, bob here", "--wait-for", "alice"],
+    )
+    check_chat_client(client_stdout(alice), "alice", "bob", "hello from alice",
+                      "hi alice, bob here")
+    check_chat_client(client_stdout(bob), "bob", "alice", "hi alice, bob here",
+                      "hello from alice")
+    # Both disconnected: each logout ran and left the room.
+    assert server.wait_for_stdout("alice left"), server.stdout
+    assert server.wait_for_stdout("bob left"), server.stdout
+
+    # A wrong password, or a user the server does not know: a clear refusal
+    # on stderr, nothing on stdout, a non-zero exit, and nobody joins.
+    for user, password in [("alice", "builder"), ("mallory", "wonderland")]:
+        refused = run_client("chat_client.py", server.port, user, password, "let me in")
+        assert refused.returncode == 1, refused
+        assert refused.stdout == "", refused.stdout
+        assert lines(refused.stderr) == [
+            f"login refused: wrong user name or password for '{user}'"
+        ], refused.stderr
+
+    # The room is empty again: bob comes back alone and hears only himself.
+    alone = run_client("chat_client.py", server.port, "bob", "builder", "anyone there?")
+    assert_lines(client_stdout(alone), [
+        r"logged in as bob; in the room: bob",
+        r"<bob> anyone there\?",
+    ])
+    assert server.wait_for_stdout("<bob> anyone there?\nbob left; in the room: nobody\n"), (
+        server.stdout)
+    server.stop()
+
+    got = lines(server.stdout)
+    assert got[0] == f"listening on {server.port}"
+    joins, talk, leaves, last_round = got[1:3], got[3:5], got[5:7], got[7:]
+    # Both joined before anyone spoke (--wait-for) ...
+    first, second = [line.split()[0] for line in joins]
+    assert {first, second} == {"alice", "bob"}, got
+    assert joins == [f"{first} joined; in the room: {first}",
+                     f"{second} joined; in the room: alice, bob"], got
+    assert sorted(talk) == ["<alice> hello from alice", "<bob> hi alice, bob here"], got
+    # ... and nobody left before hearing the other; logout emptied the room.
+    gone, stayed = [line.split()[0] for line in leaves]
+    assert {gone, stayed} == {"alice", "bob"}, got
+    assert leaves == [f"{gone} left; in the room: {stayed}",
+                      f"{stayed} left; in the room: nobody"], got
+    assert last_round == [
+        "bob joined; in the room: bob",
+        "<bob> anyone there?",
+        "bob left; in the room: nobody",
+    ], server.stdout
+    assert server.stderr == ""
+
+
 def _processes_with(marker: bytes):
     """PIDs of live processes whose environment holds `marker` (Linux)."""
     found = []
@@ -311,7 +415,9 @@ def test_demo_runs_every_pair_and_cleans_up(examples_dir):
         "[2] ducks:  ['two duck', 'ugly duckling']",
         "dropping pond",
         "stoppedObserving ran: nobody watches the pond now",
-        "all 9 examples ran",
+        "<alice> hello from alice",
+        "<bob> hi alice, bob here",
+        "all 10 examples ran",
     ]:
         assert expected in out, f"{expected!r} missing from demo output:\n{result.stdout}"
     assert "Peer Will Receive PB Traceback" in result.stdout

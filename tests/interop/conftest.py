@@ -28,6 +28,8 @@ import pbgreen as pb
 HERE = Path(__file__).resolve().parent
 SERVER_SCRIPT = HERE / "twisted_server.py"
 CLIENT_SCRIPT = HERE / "twisted_client.py"
+LOGIN_SERVER_SCRIPT = HERE / "twisted_login_server.py"
+LOGIN_CLIENT_SCRIPT = HERE / "twisted_login_client.py"
 START_DEADLINE = 20.0  # seconds for a Twisted process to start listening
 CLIENT_DEADLINE = 30.0  # seconds for a whole Twisted client scenario
 
@@ -137,15 +139,17 @@ def no_leaks(wait_for):
 
 
 class TwistedServer:
-    """A running twisted_server.py; ``host``/``port`` are where it listens."""
+    """A running twisted_server.py (or another ``script`` that prints
+    ``PORT <n>`` first); ``host``/``port`` are where it listens."""
 
     host = "127.0.0.1"
 
-    def __init__(self, stderr_path):
+    def __init__(self, stderr_path, script=SERVER_SCRIPT, args=()):
         self.stderr_path = stderr_path
+        self.script_name = Path(script).name
         self._stderr = open(stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER_SCRIPT)],
+            [sys.executable, str(script), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -165,16 +169,16 @@ class TwistedServer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RuntimeError(
-                    "twisted_server.py printed no port within %ss\n%s"
-                    % (START_DEADLINE, self.stderr_text())
+                    "%s printed no port within %ss\n%s"
+                    % (self.script_name, START_DEADLINE, self.stderr_text())
                 )
             ready, _, _ = select.select([fd], [], [], remaining)
             if ready:
                 chunk = os.read(fd, 4096)
                 if not chunk:
                     raise RuntimeError(
-                        "twisted_server.py exited before printing its port "
-                        "(rc=%s)\n%s" % (self.proc.wait(), self.stderr_text())
+                        "%s exited before printing its port (rc=%s)\n%s"
+                        % (self.script_name, self.proc.wait(), self.stderr_text())
                     )
                 data += chunk
         line = data.split(b"\n", 1)[0].decode()
@@ -230,20 +234,46 @@ def fresh_twisted_server(tmp_path):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def twisted_login_server(tmp_path_factory):
+    """twisted_login_server.py: a Twisted PBServerFactory(portal) with a
+    password checker (alice/secret, watcher/watch) and anonymous access."""
+    server = TwistedServer(
+        tmp_path_factory.mktemp("login") / "server.err", script=LOGIN_SERVER_SCRIPT
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def twisted_login_server_noanon(tmp_path_factory):
+    """twisted_login_server.py noanon: the same portal without a checker
+    for anonymous credentials."""
+    server = TwistedServer(
+        tmp_path_factory.mktemp("login_noanon") / "server.err",
+        script=LOGIN_SERVER_SCRIPT,
+        args=["noanon"],
+    )
+    yield server
+    server.stop()
+
+
 # --- Twisted client process -----------------------------------------------------
 
 
 class TwistedClientRun:
-    """twisted_client.py running one scenario; ``result()`` waits for it
-    cooperatively (the gevent hub keeps serving pbgreen meanwhile)."""
+    """twisted_client.py (or another client ``script``) running one scenario;
+    ``result()`` waits for it cooperatively (the gevent hub keeps serving
+    pbgreen meanwhile)."""
 
-    def __init__(self, scenario, host, port, directory):
+    def __init__(self, scenario, host, port, directory, script=CLIENT_SCRIPT):
         self.scenario = scenario
+        self.script_name = Path(script).name
         self._out_path = directory / ("%s.out" % scenario)
         self._err_path = directory / ("%s.err" % scenario)
         with open(self._out_path, "wb") as out, open(self._err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, str(CLIENT_SCRIPT), scenario, host, str(port)],
+                [sys.executable, str(script), scenario, host, str(port)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -256,8 +286,8 @@ class TwistedClientRun:
             if time.monotonic() > end:
                 self.kill()
                 raise AssertionError(
-                    "twisted_client.py %s did not finish within %ss\nstderr:\n%s"
-                    % (self.scenario, deadline, self._err_path.read_text())
+                    "%s %s did not finish within %ss\nstderr:\n%s"
+                    % (self.script_name, self.scenario, deadline, self._err_path.read_text())
                 )
             gevent.sleep(0.02)
         return self.proc.returncode
@@ -267,14 +297,16 @@ class TwistedClientRun:
         rc = self.wait(deadline)
         out = self._out_path.read_text()
         err = self._err_path.read_text()
-        assert rc == 0, "twisted_client.py %s exited %s\nstdout:\n%s\nstderr:\n%s" % (
+        assert rc == 0, "%s %s exited %s\nstdout:\n%s\nstderr:\n%s" % (
+            self.script_name,
             self.scenario,
             rc,
             out,
             err,
         )
         lines = out.strip().splitlines()
-        assert lines, "twisted_client.py %s printed nothing\nstderr:\n%s" % (
+        assert lines, "%s %s printed nothing\nstderr:\n%s" % (
+            self.script_name,
             self.scenario,
             err,
         )
@@ -288,11 +320,12 @@ class TwistedClientRun:
 
 @pytest.fixture
 def twisted_client(tmp_path):
-    """start(scenario, host, port) -> TwistedClientRun; killed in teardown."""
+    """start(scenario, host, port, script=twisted_client.py) -> TwistedClientRun;
+    killed in teardown."""
     runs = []
 
-    def start(scenario, host, port):
-        run = TwistedClientRun(scenario, host, port, tmp_path)
+    def start(scenario, host, port, script=CLIENT_SCRIPT):
+        run = TwistedClientRun(scenario, host, port, tmp_path, script)
         runs.append(run)
         return run
 
