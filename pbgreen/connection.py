@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import socket as _stdlib_socket
+import weakref
 from typing import Any, Callable
 
 import gevent
@@ -35,11 +36,18 @@ from .jelly import SecurityOptions
 from .protocol import Broker, IncomingCall, Ready, Reply, RunCallbacks
 from .reference import RemoteReference
 
-__all__ = ["Connection", "CallResult"]
+__all__ = ["Connection", "CallResult", "live_connections"]
 
 log = logging.getLogger("pbgreen.connection")
 
 RECV_SIZE = 256 * 1024
+
+_live: "weakref.WeakSet[Connection]" = weakref.WeakSet()
+
+
+def live_connections() -> list["Connection"]:
+    """Every connection of this process that is not closed yet."""
+    return [c for c in list(_live) if not c.closed]
 
 
 def wrap_tls(sock: Any, context: Any, *, server_side: bool,
@@ -142,6 +150,7 @@ class Connection:
         self._wake.start(self._on_wake)
         self._wake.ref = False
         self.protocol.on_decref_queued = self._wake.send
+        _live.add(self)
         self.protocol.on_callbacks = lambda callbacks: gevent.spawn(self._run_callbacks, callbacks)
         self._observed = _ObserverReplies(self.protocol)
 
@@ -227,6 +236,7 @@ class Connection:
             return
         self.closed = True
         self.close_reason = reason
+        _live.discard(self)
         self.ready.set()
         self._wake.stop()
         self._wake.close()

@@ -1,48 +1,22 @@
-"""Fixtures shared by the whole suite, and the leak check every test runs under.
+"""Suite-wide settings.
 
-The leak check fails a test that leaves behind live greenlets, open sockets
-(file descriptors) or child processes. Cleanup in gevent is asynchronous, so
-it waits for them to go, with a deadline, before failing.
+The leak check on connections, waiting calls, greenlets and sockets is
+pbgreen's own pytest plugin (``pbgreen.testing``, enabled for every test by
+``usefixtures = pb_leak_check`` in pyproject.toml). This file adds what only
+this suite needs: no test may leave a child process behind (the interop and
+example tests start many).
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import time
-from typing import Any, Iterator
+from typing import Iterator
 
 import gevent
 import pytest
-from gevent.hub import Hub
-from gevent.threadpool import _WorkerGreenlet
-from greenlet import greenlet
 
-import pbgreen as pb
-
-LEAK_DEADLINE = 3.0
-
-
-def _live_greenlets() -> set[int]:
-    # Hubs and the resolver's thread-pool workers are gevent's own, not ours.
-    found = set()
-    for obj in gc.get_objects():
-        if isinstance(obj, greenlet) and not isinstance(obj, (Hub, _WorkerGreenlet)) \
-                and not obj.dead and obj.parent is not None and bool(obj):
-            found.add(id(obj))
-    return found
-
-
-def _open_fds() -> set[str]:
-    found = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:"):
-            found.add(target)
-    return found
+pytest_plugins = ["pytester"]
 
 
 def _children() -> set[int]:
@@ -61,73 +35,15 @@ def _children() -> set[int]:
     return kids
 
 
-def _settle(check: Any, before: set[Any]) -> set[Any]:
-    deadline = time.monotonic() + LEAK_DEADLINE
-    while True:
-        extra = check() - before
-        if not extra or time.monotonic() > deadline:
-            return extra
-        gc.collect()
-        gevent.sleep(0.01)
-
-
 @pytest.fixture(autouse=True)
-def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail the test if it leaves greenlets, sockets or child processes behind."""
-    if request.node.get_closest_marker("allow_leaks"):
-        yield
-        return
-    gc.collect()
-    greenlets, sockets, kids = _live_greenlets(), _open_fds(), _children()
+def no_child_processes_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if a process it started is still running afterwards."""
+    before = _children()
     yield
-    leaked = []
-    extra = _settle(_live_greenlets, greenlets)
+    if request.node.get_closest_marker("allow_leaks"):
+        return
+    deadline = time.monotonic() + 3
+    while (extra := _children() - before) and time.monotonic() < deadline:
+        gevent.sleep(0.01)
     if extra:
-        leaked.append(f"{len(extra)} live greenlet(s)")
-    extra = _settle(_open_fds, sockets)
-    if extra:
-        leaked.append(f"{len(extra)} open socket(s)")
-    extra = _settle(_children, kids)
-    if extra:
-        leaked.append(f"child process(es) {sorted(extra)}")
-    if leaked:
-        pytest.fail("test left behind: " + ", ".join(leaked), pytrace=False)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "allow_leaks: skip the leak check (for leak-check tests)")
-
-
-@pytest.fixture
-def serve() -> Iterator[Any]:
-    """``serve(root, **kw)`` starts a PBServer on 127.0.0.1:0; all stop after the test."""
-    servers: list[pb.PBServer] = []
-
-    def start(root: Any, **kwargs: Any) -> pb.PBServer:
-        kwargs.setdefault("host", "127.0.0.1")
-        kwargs.setdefault("port", 0)
-        server = pb.PBServer(root, **kwargs)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def connect() -> Iterator[Any]:
-    """``connect(server_or_port)`` opens a PBClient; all close after the test."""
-    clients: list[pb.PBClient] = []
-
-    def open_client(target: Any, **kwargs: Any) -> pb.PBClient:
-        port = target if isinstance(target, int) else target.address[1]
-        kwargs.setdefault("timeout", 10)
-        client = pb.PBClient("127.0.0.1", port, **kwargs)
-        clients.append(client)
-        return client
-
-    yield open_client
-    for client in clients:
-        client.close()
+        pytest.fail(f"test left child process(es) {sorted(extra)} running", pytrace=False)

@@ -61,9 +61,9 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_bytes_close_only_that_connection(name, serve, connect, caplog):
-    server = serve(Root())
-    bystander = connect(server).getRootObject()
+def test_hostile_bytes_close_only_that_connection(name, pb_server, pb_client, caplog):
+    server = pb_server(Root())
+    bystander = pb_client(server).getRootObject()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with caplog.at_level(logging.WARNING, logger="pbgreen"):
         sock = _raw(server)
@@ -81,10 +81,10 @@ def test_hostile_bytes_close_only_that_connection(name, serve, connect, caplog):
 
 
 @pytest.mark.parametrize("garbage", [b"\x00\xff\xfe binary", b"GET / HTTP/1.0\r\n\r\n"])
-def test_garbage_before_the_handshake(serve, connect, garbage, caplog):
+def test_garbage_before_the_handshake(pb_server, pb_client, garbage, caplog):
     # Binary garbage fails at once; text is all "prefix" bytes to banana, so
     # it is the handshake deadline that ends it.
-    server = serve(Root(), handshake_timeout=0.3)
+    server = pb_server(Root(), handshake_timeout=0.3)
     sock = _raw(server, handshake=False)
     try:
         with caplog.at_level(logging.WARNING, logger="pbgreen"):
@@ -93,11 +93,11 @@ def test_garbage_before_the_handshake(serve, connect, garbage, caplog):
     finally:
         sock.close()
     assert any("closing connection" in r.getMessage() for r in caplog.records)
-    assert connect(server).getRootObject().callRemote("add", 1, 1) == 2
+    assert pb_client(server).getRootObject().callRemote("add", 1, 1) == 2
 
 
-def test_truncated_frame_then_hang_up(serve, connect):
-    server = serve(Root())
+def test_truncated_frame_then_hang_up(pb_server, pb_client):
+    server = pb_server(Root())
     sock = _raw(server)
     whole = banana.encode([b"message", 1, b"root", b"add", 1, [b"tuple", 1, 2], [b"dictionary"]])
     sock.sendall(whole[:-3])
@@ -105,11 +105,11 @@ def test_truncated_frame_then_hang_up(serve, connect):
     with gevent.Timeout(5):
         while server.connections and len(server.connections) > 0:
             gevent.sleep(0.01)
-    assert connect(server).getRootObject().callRemote("add", 1, 1) == 2
+    assert pb_client(server).getRootObject().callRemote("add", 1, 1) == 2
 
 
-def test_invalid_object_id_is_an_error_answer_not_a_disconnect(serve):
-    server = serve(Root())
+def test_invalid_object_id_is_an_error_answer_not_a_disconnect(pb_server):
+    server = pb_server(Root())
     sock = _raw(server)
     try:
         decoder = banana.Decoder(vocab=True)
@@ -146,15 +146,15 @@ def test_a_pb_client_against_a_non_pb_server_fails_cleanly():
         listener.close()
 
 
-def test_too_many_calls_in_flight_are_refused_with_an_error(serve, connect):
+def test_too_many_calls_in_flight_are_refused_with_an_error(pb_server, pb_client):
     release = gevent.event.Event()
 
     class Slow(pb.Root):
         def remote_wait(self):
             release.wait(10)
             return "done"
-    server = serve(Slow(), max_calls=5)
-    ref = connect(server).getRootObject()
+    server = pb_server(Slow(), max_calls=5)
+    ref = pb_client(server).getRootObject()
     jobs = [gevent.spawn(ref.callRemote, "wait") for _ in range(5)]
     gevent.sleep(0.05)
     with pytest.raises(pb.Error, match="too many calls in flight"):

@@ -72,16 +72,16 @@ def root():
     return Root()
 
 
-def test_echo_args_kwargs_and_basic_types(serve, connect, root):
-    ref = connect(serve(root)).getRootObject()
+def test_echo_args_kwargs_and_basic_types(pb_server, pb_client, root):
+    ref = pb_client(pb_server(root)).getRootObject()
     value = ["text", b"bytes", 0, -1, 2 ** 31, -(2 ** 70), 1.5, None, True, False,
              (1, 2), {"k": [1]}, {3}, frozenset([4])]
     assert ref.callRemote("echo", *value, key="word") == [value, {"key": "word"}]
     assert ref.callRemote("add", 1, 2, c=3) == 6
 
 
-def test_returned_reference_is_callable_and_comes_back_as_the_original(serve, connect, root):
-    ref = connect(serve(root)).getRootObject()
+def test_returned_reference_is_callable_and_comes_back_as_the_original(pb_server, pb_client, root):
+    ref = pb_client(pb_server(root)).getRootObject()
     child = ref.callRemote("getChild")
     assert isinstance(child, pb.RemoteReference)
     assert child.callRemote("hello", "bob") == "hello bob"
@@ -89,21 +89,21 @@ def test_returned_reference_is_callable_and_comes_back_as_the_original(serve, co
     assert ref.callRemote("getChild") is child  # one live handle per peer object
 
 
-def test_client_object_sent_and_returned_is_the_same_object(serve, connect, root):
-    ref = connect(serve(root)).getRootObject()
+def test_client_object_sent_and_returned_is_the_same_object(pb_server, pb_client, root):
+    ref = pb_client(pb_server(root)).getRootObject()
     mine = Pinger()
     assert ref.callRemote("returnIt", mine) is mine
 
 
-def test_server_calls_back_into_client_during_clients_call(serve, connect, root):
-    ref = connect(serve(root)).getRootObject()
+def test_server_calls_back_into_client_during_clients_call(pb_server, pb_client, root):
+    ref = pb_client(pb_server(root)).getRootObject()
     pinger = Pinger()
     assert ref.callRemote("callback", pinger, 21) == 42
     assert pinger.seen == [21]
 
 
-def test_decref_returns_server_table_to_its_size(serve, connect, root):
-    ref = connect(serve(root)).getRootObject()
+def test_decref_returns_server_table_to_its_size(pb_server, pb_client, root):
+    ref = pb_client(pb_server(root)).getRootObject()
     base = ref.callRemote("table")
     children = ref.callRemote("getChildTwice")
     assert children[0] is children[1]
@@ -115,15 +115,15 @@ def test_decref_returns_server_table_to_its_size(serve, connect, root):
             gevent.sleep(0.01)
 
 
-def test_many_calls_in_flight_are_matched_to_their_callers(serve, connect, root):
-    ref = connect(serve(root)).getRootObject()
+def test_many_calls_in_flight_are_matched_to_their_callers(pb_server, pb_client, root):
+    ref = pb_client(pb_server(root)).getRootObject()
     jobs = [gevent.spawn(ref.callRemote, "add", i, i) for i in range(200)]
     gevent.joinall(jobs, timeout=10, raise_error=True)
     assert [job.value for job in jobs] == [2 * i for i in range(200)]
 
 
-def test_call_remote_async(serve, connect, root):
-    ref = connect(serve(root)).getRootObject()
+def test_call_remote_async(pb_server, pb_client, root):
+    ref = pb_client(pb_server(root)).getRootObject()
     results = [ref.callRemoteAsync("add", i, 1) for i in range(50)]
     assert [r.get(timeout=10) for r in results] == list(range(1, 51))
     failing = ref.callRemoteAsync("nosuch")
@@ -131,8 +131,8 @@ def test_call_remote_async(serve, connect, root):
         failing.get(timeout=10)
 
 
-def test_pbanswer_false_returns_none_and_still_runs(serve, connect, root):
-    ref = connect(serve(root)).getRootObject()
+def test_pbanswer_false_returns_none_and_still_runs(pb_server, pb_client, root):
+    ref = pb_client(pb_server(root)).getRootObject()
     pinger = Pinger()
     assert ref.callRemote("callback", pinger, 5, pbanswer=False) is None
     with gevent.Timeout(5):
@@ -141,8 +141,8 @@ def test_pbanswer_false_returns_none_and_still_runs(serve, connect, root):
     assert pinger.seen == [5]
 
 
-def test_timeout_abandons_the_call_and_the_late_answer_is_dropped(serve, connect, root):
-    client = connect(serve(root))
+def test_timeout_abandons_the_call_and_the_late_answer_is_dropped(pb_server, pb_client, root):
+    client = pb_client(pb_server(root))
     ref = client.getRootObject()
     with pytest.raises(gevent.Timeout):
         with gevent.Timeout(0.05):
@@ -155,8 +155,8 @@ def test_timeout_abandons_the_call_and_the_late_answer_is_dropped(serve, connect
             gevent.sleep(0.01)
 
 
-def test_late_answer_with_a_reference_is_given_back(serve, connect, root):
-    client = connect(serve(root))
+def test_late_answer_with_a_reference_is_given_back(pb_server, pb_client, root):
+    client = pb_client(pb_server(root))
     ref = client.getRootObject()
     base = ref.callRemote("table")
     with pytest.raises(gevent.Timeout):
@@ -168,8 +168,8 @@ def test_late_answer_with_a_reference_is_given_back(serve, connect, root):
             gevent.sleep(0.01)
 
 
-def test_dead_reference_raises_at_once_after_close(serve, connect, root):
-    client = connect(serve(root))
+def test_dead_reference_raises_at_once_after_close(pb_server, pb_client, root):
+    client = pb_client(pb_server(root))
     ref = client.getRootObject()
     client.close()
     with pytest.raises(pb.DeadReferenceError):
@@ -178,9 +178,9 @@ def test_dead_reference_raises_at_once_after_close(serve, connect, root):
         ref.callRemoteAsync("add", 1, 2)
 
 
-def test_connection_lost_fails_every_call_in_flight(serve, connect, root):
-    server = serve(root)
-    ref = connect(server).getRootObject()
+def test_connection_lost_fails_every_call_in_flight(pb_server, pb_client, root):
+    server = pb_server(root)
+    ref = pb_client(server).getRootObject()
     jobs = [gevent.spawn(ref.callRemote, "slow", i) for i in range(5)]
     with gevent.Timeout(5):
         while len(root.connections[-1]._calls) < 5:
@@ -191,9 +191,9 @@ def test_connection_lost_fails_every_call_in_flight(serve, connect, root):
         assert isinstance(job.exception, pb.PBConnectionLost)
 
 
-def test_notify_on_disconnect_runs_exactly_once(serve, connect, root):
-    server = serve(root)
-    client = connect(server)
+def test_notify_on_disconnect_runs_exactly_once(pb_server, pb_client, root):
+    server = pb_server(root)
+    client = pb_client(server)
     ref = client.getRootObject()
     seen = []
     dropped = []
@@ -231,8 +231,8 @@ def test_serve_forever_returns_after_stop(root):
     assert runner.dead and runner.successful()
 
 
-def test_connect_shorthand(serve, root):
-    server = serve(root)
+def test_connect_shorthand(pb_server, root):
+    server = pb_server(root)
     ref = pb.connect("127.0.0.1", server.address[1], timeout=5)
     try:
         assert ref.callRemote("add", 40, 2) == 42

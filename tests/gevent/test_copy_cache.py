@@ -130,8 +130,8 @@ class Root(pb.Root):
 
 
 @pytest.fixture
-def ref(serve, connect):
-    return connect(serve(Root())).getRootObject()
+def ref(pb_server, pb_client):
+    return pb_client(pb_server(Root())).getRootObject()
 
 
 def test_copy_goes_by_value_without_init(ref):
@@ -163,10 +163,10 @@ def test_unregistered_class_in_an_answer_raises_insecure_jelly_and_connection_li
     assert ref.callRemote("givePond").frogs == 7
 
 
-def test_unregistered_class_sent_is_refused_by_the_receiver(serve, connect):
+def test_unregistered_class_sent_is_refused_by_the_receiver(pb_server, pb_client):
     class Lonely(pb.Copyable):
         pass
-    ref = connect(serve(Root())).getRootObject()
+    ref = pb_client(pb_server(Root())).getRootObject()
     with pytest.raises(pb.InsecureJelly) as info:
         ref.callRemote("takePond", Lonely())
     assert isinstance(info.value, pb.CopiedFailure)  # refused on the far side
@@ -174,7 +174,7 @@ def test_unregistered_class_sent_is_refused_by_the_receiver(serve, connect):
     assert ref.callRemote("takePond", Pond(1))[1] == 1
 
 
-def test_registration_can_be_per_server(serve, connect):
+def test_registration_can_be_per_server(pb_server, pb_client):
     class Local(pb.Copyable):
         def __init__(self):
             self.n = 1
@@ -183,12 +183,12 @@ def test_registration_can_be_per_server(serve, connect):
         pass
     allowing = SecurityOptions()
     allowing.setUnjellyableForClass(Local, LocalCopy)
-    open_server = serve(Root(), security=allowing)
-    closed_server = serve(Root(), security=SecurityOptions())
-    assert connect(open_server).getRootObject().callRemote("takePond", _frogs(Local()))[0] == \
+    open_server = pb_server(Root(), security=allowing)
+    closed_server = pb_server(Root(), security=SecurityOptions())
+    assert pb_client(open_server).getRootObject().callRemote("takePond", _frogs(Local()))[0] == \
         "LocalCopy"
     with pytest.raises(pb.InsecureJelly):
-        connect(closed_server).getRootObject().callRemote("takePond", Pond(1))
+        pb_client(closed_server).getRootObject().callRemote("takePond", Pond(1))
 
 
 def _frogs(obj):
@@ -197,7 +197,7 @@ def _frogs(obj):
     return obj
 
 
-def test_registration_by_name_and_class_tree(serve, connect):
+def test_registration_by_name_and_class_tree(pb_server, pb_client):
     module = types.ModuleType("pond_tree")
 
     class Base(pb.RemoteCopy):
@@ -214,7 +214,7 @@ def test_registration_by_name_and_class_tree(serve, connect):
             return "elsewhere.Lily"
     sent = Sent()
     sent.frogs, sent.color = 4, "white"
-    ref = connect(serve(Root())).getRootObject()
+    ref = pb_client(pb_server(Root())).getRootObject()
     assert ref.callRemote("takePond", sent) == ["Lily", 4, "white"]
 
 
@@ -239,9 +239,9 @@ def test_cache_sent_back_is_the_original(ref):
     assert ref.callRemote("isCounter", cache) is True
 
 
-def test_dropping_the_last_handle_stops_observing(serve, connect):
+def test_dropping_the_last_handle_stops_observing(pb_server, pb_client):
     root = Root()
-    client = connect(serve(root))
+    client = pb_client(pb_server(root))
     ref = client.getRootObject()
     cache = ref.callRemote("counter")
     twice = ref.callRemote("counterTwice")
@@ -257,9 +257,9 @@ def test_dropping_the_last_handle_stops_observing(serve, connect):
     assert again.value == 3 and len(root.counter.observers) == 1
 
 
-def test_disconnect_stops_observing_and_dead_observer_never_raises(serve, connect):
+def test_disconnect_stops_observing_and_dead_observer_never_raises(pb_server, pb_client):
     root = Root()
-    client = connect(serve(root))
+    client = pb_client(pb_server(root))
     cache = client.getRootObject().callRemote("counter")
     observer = root.counter.observers[0]
     client.close()
@@ -269,9 +269,9 @@ def test_disconnect_stops_observing_and_dead_observer_never_raises(serve, connec
     assert cache.value == 3
 
 
-def test_observer_call_returns_without_switching_greenlets(serve, connect):
+def test_observer_call_returns_without_switching_greenlets(pb_server, pb_client):
     root = Root()
-    client = connect(serve(root))
+    client = pb_client(pb_server(root))
     client.getRootObject().callRemote("counter")
     observer = root.counter.observers[0]
     switched = []
@@ -292,7 +292,7 @@ def test_failing_observe_method_is_logged_on_the_owner_and_setter_goes_on(ref, c
     assert ref.callRemote("set", 1) == 1 and cache.value == 1
 
 
-def test_client_owned_cache_held_by_the_server(serve, connect):
+def test_client_owned_cache_held_by_the_server(pb_server, pb_client):
     class Holder(pb.Root):
         def remote_take(self, cache):
             self.cache = cache
@@ -305,7 +305,7 @@ def test_client_owned_cache_held_by_the_server(serve, connect):
             self.cache = None
             gc.collect()
     counter = Counter(1)
-    ref = connect(serve(Holder())).getRootObject()
+    ref = pb_client(pb_server(Holder())).getRootObject()
     assert ref.callRemote("take", counter) == 1
     counter.set(2)
     assert ref.callRemote("look") == 2

@@ -68,10 +68,10 @@ def realm():
 
 
 @pytest.fixture
-def server(serve, realm):
+def server(pb_server, realm):
     checker = pb.InMemoryPasswordChecker(alice=b"secret")
     checker.addUser(b"bob", b"hunter2")
-    return serve(pb.Portal(realm, [checker, pb.AllowAnonymousAccess()]))
+    return pb_server(pb.Portal(realm, [checker, pb.AllowAnonymousAccess()]))
 
 
 def wait_for(condition, seconds=5):
@@ -81,28 +81,28 @@ def wait_for(condition, seconds=5):
             gevent.sleep(0.01)
 
 
-def test_login_reaches_perspective_methods_and_the_mind(server, connect, realm):
-    avatar = connect(server).login(pb.UsernamePassword(b"alice", b"secret"), client=Mind())
+def test_login_reaches_perspective_methods_and_the_mind(server, pb_client, realm):
+    avatar = pb_client(server).login(pb.UsernamePassword(b"alice", b"secret"), client=Mind())
     assert avatar.callRemote("whoami") == b"alice"
     assert avatar.callRemote("poke") == b"hi alice"
 
 
-def test_viewable_gets_the_calling_avatar(server, connect):
-    alice = connect(server).login(pb.UsernamePassword(b"alice", b"secret"))
-    bob = connect(server).login(pb.UsernamePassword(b"bob", b"hunter2"))
+def test_viewable_gets_the_calling_avatar(server, pb_client):
+    alice = pb_client(server).login(pb.UsernamePassword(b"alice", b"secret"))
+    bob = pb_client(server).login(pb.UsernamePassword(b"bob", b"hunter2"))
     assert alice.callRemote("board").callRemote("whoSees", "x") == [b"alice", "x"]
     assert bob.callRemote("board").callRemote("whoSees", "y") == [b"bob", "y"]
 
 
-def test_copy_state_is_chosen_for_the_avatar(server, connect):
-    bob = connect(server).login(pb.UsernamePassword(b"bob", b"hunter2"))
+def test_copy_state_is_chosen_for_the_avatar(server, pb_client):
+    bob = pb_client(server).login(pb.UsernamePassword(b"bob", b"hunter2"))
     assert getattr(bob.callRemote("note"), "for") == b"bob"
 
 
 @pytest.mark.parametrize("user,password", [(b"alice", b"wrong"), (b"mallory", b"secret")])
-def test_refused_login_raises_unauthorized_and_leaves_nothing(server, connect, user, password,
+def test_refused_login_raises_unauthorized_and_leaves_nothing(server, pb_client, user, password,
                                                                realm):
-    client = connect(server)
+    client = pb_client(server)
     with pytest.raises(pb.UnauthorizedLogin) as info:
         client.login(pb.UsernamePassword(user, password))
     assert isinstance(info.value, pb.CopiedFailure)
@@ -113,19 +113,19 @@ def test_refused_login_raises_unauthorized_and_leaves_nothing(server, connect, u
     assert client.login(pb.UsernamePassword(b"alice", b"secret")).callRemote("whoami") == b"alice"
 
 
-def test_anonymous_login(server, connect):
-    anonymous = connect(server).login(pb.Anonymous())
+def test_anonymous_login(server, pb_client):
+    anonymous = pb_client(server).login(pb.Anonymous())
     assert anonymous.callRemote("whoami") == pb.ANONYMOUS
 
 
-def test_anonymous_refused_without_an_anonymous_checker(serve, connect, realm):
-    server = serve(pb.Portal(realm, [pb.InMemoryPasswordChecker(alice=b"secret")]))
+def test_anonymous_refused_without_an_anonymous_checker(pb_server, pb_client, realm):
+    server = pb_server(pb.Portal(realm, [pb.InMemoryPasswordChecker(alice=b"secret")]))
     with pytest.raises(pb.UnhandledCredentials):
-        connect(server).login(pb.Anonymous())
+        pb_client(server).login(pb.Anonymous())
 
 
-def test_logout_once_when_the_avatar_is_dropped(server, connect, realm):
-    client = connect(server)
+def test_logout_once_when_the_avatar_is_dropped(server, pb_client, realm):
+    client = pb_client(server)
     avatar = client.login(pb.UsernamePassword(b"alice", b"secret"))
     assert avatar.callRemote("whoami") == b"alice"
     del avatar
@@ -135,8 +135,8 @@ def test_logout_once_when_the_avatar_is_dropped(server, connect, realm):
     assert realm.logouts == [b"alice"]
 
 
-def test_logout_once_on_disconnect(server, connect, realm):
-    client = connect(server)
+def test_logout_once_on_disconnect(server, pb_client, realm):
+    client = pb_client(server)
     avatar = client.login(pb.UsernamePassword(b"alice", b"secret"))
     assert avatar.callRemote("whoami") == b"alice"
     client.close()
@@ -147,10 +147,10 @@ def test_logout_once_on_disconnect(server, connect, realm):
     assert realm.logouts == [b"alice"]
 
 
-def test_a_client_cannot_reach_objects_it_was_not_given(server, connect):
-    alice_client = connect(server)
+def test_a_client_cannot_reach_objects_it_was_not_given(server, pb_client):
+    alice_client = pb_client(server)
     alice = alice_client.login(pb.UsernamePassword(b"alice", b"secret"))
-    bob_client = connect(server)
+    bob_client = pb_client(server)
     bob = bob_client.login(pb.UsernamePassword(b"bob", b"hunter2"))
     for luid in range(0, 40):
         if luid == bob.luid:
@@ -173,9 +173,9 @@ def quick_penalty(monkeypatch):
     monkeypatch.setattr(pb.cred.PortalRoot, "max_penalty", 0.004)
 
 
-def test_failed_logins_do_not_starve_other_clients(server, connect, quick_penalty):
-    attacker = connect(server)
-    bystander = connect(server).login(pb.UsernamePassword(b"bob", b"hunter2"))
+def test_failed_logins_do_not_starve_other_clients(server, pb_client, quick_penalty):
+    attacker = pb_client(server)
+    bystander = pb_client(server).login(pb.UsernamePassword(b"bob", b"hunter2"))
 
     def hammer():
         for _ in range(30):
@@ -188,8 +188,8 @@ def test_failed_logins_do_not_starve_other_clients(server, connect, quick_penalt
     assert answers == [b"bob"] * 50
 
 
-def test_each_refusal_makes_the_next_attempt_on_that_connection_wait(server, connect):
-    client = connect(server)
+def test_each_refusal_makes_the_next_attempt_on_that_connection_wait(server, pb_client):
+    client = pb_client(server)
     root = next(iter(server.connections)).protocol.local_objects[b"root"].object
     penalties = []
     for _ in range(3):
@@ -203,7 +203,7 @@ def test_each_refusal_makes_the_next_attempt_on_that_connection_wait(server, con
     gevent.joinall(jobs, timeout=10)
     assert all(isinstance(job.exception, pb.UnauthorizedLogin) for job in jobs)
     assert root.penalty == 1.6
-    other = connect(server)  # another connection is not slowed down
+    other = pb_client(server)  # another connection is not slowed down
     assert other.login(pb.UsernamePassword(b"bob", b"hunter2")).callRemote("whoami") == b"bob"
     root.penalty = 0.0
     client.login(pb.UsernamePassword(b"alice", b"secret"))

@@ -50,38 +50,38 @@ class Realm:
 
 
 @pytest.fixture
-def tls_server(serve, server_context):
+def tls_server(pb_server, server_context):
     portal = pb.Portal(Realm(), [pb.InMemoryPasswordChecker(alice=b"secret")])
-    return serve(portal, ssl_context=server_context, handshake_timeout=2)
+    return pb_server(portal, ssl_context=server_context, handshake_timeout=2)
 
 
-def test_login_and_calls_over_tls(tls_server, connect, client_context):
-    client = connect(tls_server, ssl_context=client_context)
+def test_login_and_calls_over_tls(tls_server, pb_client, client_context):
+    client = pb_client(tls_server, ssl_context=client_context)
     assert client.connection.sock.version().startswith("TLS")
     avatar = client.login(pb.UsernamePassword(b"alice", b"secret"))
     assert avatar.callRemote("whoami") == b"alice"
 
 
-def test_untrusted_certificate_is_a_clear_error(tls_server, connect, client_context):
+def test_untrusted_certificate_is_a_clear_error(tls_server, pb_client, client_context):
     with pytest.raises(ssl.SSLCertVerificationError) as info:
         pb.PBClient("127.0.0.1", tls_server.address[1], ssl_context=ssl.create_default_context(),
                     timeout=5)
     assert "not trusted" in " ".join(info.value.__notes__)
-    assert connect(tls_server, ssl_context=client_context).login(
+    assert pb_client(tls_server, ssl_context=client_context).login(
         pb.UsernamePassword(b"alice", b"secret")).callRemote("whoami") == b"alice"
 
 
-def test_plain_client_against_tls_server_fails_cleanly(tls_server, connect, client_context,
+def test_plain_client_against_tls_server_fails_cleanly(tls_server, pb_client, client_context,
                                                         caplog):
     with caplog.at_level(logging.WARNING, logger="pbgreen"):
         with pytest.raises((TimeoutError, ConnectionError)):
             pb.PBClient("127.0.0.1", tls_server.address[1], timeout=0.5)
-    client = connect(tls_server, ssl_context=client_context)
+    client = pb_client(tls_server, ssl_context=client_context)
     assert client.login(pb.UsernamePassword(b"alice", b"secret")).callRemote("whoami") == b"alice"
 
 
-def test_tls_client_against_plain_server_fails_cleanly(serve, connect, client_context):
-    server = serve(pb.Root())
+def test_tls_client_against_plain_server_fails_cleanly(pb_server, pb_client, client_context):
+    server = pb_server(pb.Root())
     with pytest.raises(ssl.SSLError):
         pb.PBClient("127.0.0.1", server.address[1], ssl_context=client_context, timeout=5)
-    assert connect(server).getRootObject() is not None
+    assert pb_client(server).getRootObject() is not None
