@@ -1,0 +1,1239 @@
+"""Round-trip benchmark: pbgreen vs Twisted PB vs a raw gevent echo.
+
+How it works: this one file plays three roles, picked by ``--role``.
+
+* ``orchestrate`` (the default) starts, for every system, a server process
+  and a client process, both running this file again.  A server binds
+  127.0.0.1 port 0 and prints ``PORT <n>``; its client gets the port on the
+  command line, connects, prints ``READY`` and then obeys one-line JSON
+  commands on stdin: ``check`` (one echo, compared with what was sent),
+  ``run`` (time N iterations of a workload, answer ``TIME <seconds>``) and
+  ``quit``.  At the end the orchestrator writes ``stop`` to every server,
+  which prints ``STATS <json>`` (peak RSS, TCP_NODELAY seen on accepted
+  sockets) and exits.
+* ``server`` / ``client`` do the actual work for one system.
+
+Only one client works at a time; the idle processes sit in a blocking read,
+so on a two-core machine the active client and server have a core each.
+Repeats are interleaved across the systems (pbgreen, Twisted, raw, then
+the next repeat in a rotated order), so a change in background load hits
+every column alike instead of skewing the ratios.
+
+Each workload is measured the same way for every system: one checked echo;
+a warm-up of 1, 2, 4, ... iterations until ``warmup`` seconds have gone by;
+N chosen from the last warm-up batch so that one repeat takes about
+``target`` seconds; then ``repeats`` timed runs of N iterations
+(``time.perf_counter`` inside the client).  The median time per call is
+reported.
+
+Every child is killed in a ``finally`` if anything goes wrong, and a child
+whose orchestrator vanished exits on its own (stdin EOF, with
+``signal.alarm`` as a last resort).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import resource
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+SYSTEMS = ("pbgreen", "twisted", "raw")
+SYSTEM_TITLES = {"pbgreen": "pbgreen", "twisted": "Twisted PB", "raw": "raw gevent"}
+
+BATCH = 100  # calls in flight for workload (d)
+BIG_SIZE = 600 * 1024  # under banana's 640 KiB per-string limit
+
+
+# --------------------------------------------------------------------------
+# Workloads: the logical payload, and the bytes the raw echo sends for it.
+# --------------------------------------------------------------------------
+
+
+def payload_small():
+    return "hello network"
+
+
+def payload_dicts():
+    return [
+        {"id": i, "name": f"item{i}", "price": i * 1.5, "tags": ["a", "b"]}
+        for i in range(100)
+    ]
+
+
+def payload_big():
+    pattern = bytes(range(256))
+    return (pattern * (BIG_SIZE // 256 + 1))[:BIG_SIZE]
+
+
+# name -> (title, payload factory, raw encoder, calls per iteration,
+#          min N, max N)
+WORKLOADS = {
+    "a": ("(a) small str, sequential", payload_small,
+          lambda p: p.encode("utf-8"), 1, 20, 200_000),
+    "b": ("(b) 100 dicts, sequential", payload_dicts,
+          lambda p: repr(p).encode("utf-8"), 1, 10, 50_000),
+    "c": ("(c) 600 KB bytes, sequential", payload_big,
+          lambda p: p, 1, 3, 20_000),
+    "d": (f"(d) {BATCH} in flight, small str", payload_small,
+          lambda p: p.encode("utf-8"), BATCH, 3, 20_000),
+}
+# Extra pbgreen-only measurement: workload (d) with one greenlet per call
+# instead of callRemoteAsync.  Reported as a footnote, not a table row.
+EXTRA_D_GREENLETS = "d_greenlets"
+
+RAW_DESCRIPTION = {
+    "a": "the UTF-8 bytes of 'hello network'",
+    "b": "repr(list_of_dicts).encode() (pre-encoded once, not parsed back)",
+    "c": "the 600 KiB bytes value itself",
+    "d": f"{BATCH} frames of 'hello network' written with one sendall, "
+         f"then {BATCH} replies read",
+}
+
+MODES = {
+    # warm-up seconds, target seconds per repeat, repeats
+    "quick": dict(warmup=0.08, target=0.2, repeats=3),
+    "full": dict(warmup=0.4, target=1.2, repeats=5),
+}
+
+
+def calibrate(run, warmup, target, min_n, max_n):
+    """Warm up with 1, 2, 4, ... iterations; return N for a ``target``-second run.
+
+    ``run(n)`` times n iterations and returns the elapsed seconds.
+    """
+    n = 1
+    spent = 0.0
+    while True:
+        elapsed = run(n)
+        spent += elapsed
+        if spent >= warmup:
+            break
+        n *= 2
+    per_iter = max(elapsed / n, 1e-9)
+    return int(min(max_n, max(min_n, math.ceil(target / per_iter))))
+
+
+def summarize(n, per_iter_s, calls_per_iter):
+    per_call_us = [t / calls_per_iter * 1e6 for t in per_iter_s]
+    med = statistics.median(per_call_us)
+    return {
+        "us_per_call": med,
+        "calls_per_s": 1e6 / med if med > 0 else None,
+        "repeats_us": per_call_us,
+        "n_iterations": n,
+        "calls_per_iteration": calls_per_iter,
+    }
+
+
+# --------------------------------------------------------------------------
+# Small helpers shared by the children.
+# --------------------------------------------------------------------------
+
+
+def current_rss_kb():
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_rss_kb():
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak
+
+
+def ensure_nodelay(sock):
+    """Set TCP_NODELAY on sock; return (value before, value after)."""
+    before = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    if not before:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    after = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    return bool(before), bool(after)
+
+
+def _is_socket(obj):
+    if isinstance(obj, socket.socket):
+        return True
+    try:
+        import gevent.socket
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, gevent.socket.socket)
+
+
+def find_attr(start, predicate, max_depth=4):
+    """Breadth-first search through instance attributes for an object.
+
+    pbgreen's internals are its own business; the benchmark only needs the
+    client's connected socket and the server's StreamServer, wherever the
+    implementation keeps them.
+    """
+    seen = {id(start)}
+    frontier = [start]
+    for _ in range(max_depth + 1):
+        nxt = []
+        for obj in frontier:
+            if predicate(obj):
+                return obj
+            try:
+                values = list(vars(obj).values())
+            except TypeError:
+                values = []
+                for slot in getattr(type(obj), "__slots__", ()):
+                    if hasattr(obj, slot):
+                        values.append(getattr(obj, slot))
+            for v in values:
+                if isinstance(v, (list, tuple, set)) and len(v) < 50:
+                    candidates = list(v)
+                elif isinstance(v, dict) and len(v) < 50:
+                    candidates = list(v.values())
+                else:
+                    candidates = [v]
+                for c in candidates:
+                    if isinstance(c, (str, bytes, int, float, type(None))):
+                        continue
+                    if id(c) not in seen:
+                        seen.add(id(c))
+                        nxt.append(c)
+        frontier = nxt
+    return None
+
+
+def emit(tag, obj=None):
+    line = tag if obj is None else f"{tag} {json.dumps(obj)}"
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def start_profiler(args):
+    if not args.profile_out:
+        return None
+    import cProfile
+    # CPU time, not wall time: waiting for the peer (in recv, or in a send
+    # that wakes the peer on a busy machine) would otherwise top the list.
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    return prof
+
+
+def stop_profiler(prof, args):
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(args.profile_out)
+
+
+# --------------------------------------------------------------------------
+# Servers.
+# --------------------------------------------------------------------------
+
+
+def gevent_wait_for_stop():
+    """Block the main greenlet until stdin says stop (or closes)."""
+    for line in gevent_lines():
+        if line.strip() == "stop":
+            return
+
+
+def server_raw(args):
+    from gevent.pool import Pool
+    from gevent.server import StreamServer
+
+    stats = {"connections": 0, "nodelay_preset": [], "nodelay": []}
+
+    def handle(sock, _addr):
+        before, after = ensure_nodelay(sock)
+        stats["connections"] += 1
+        stats["nodelay_preset"].append(before)
+        stats["nodelay"].append(after)
+        rfile = sock.makefile("rb", buffering=65536)
+        unpack = struct.Struct("!I").unpack
+        try:
+            while True:
+                header = rfile.read(4)
+                if len(header) < 4:
+                    return
+                (size,) = unpack(header)
+                body = rfile.read(size)
+                if len(body) < size:
+                    return
+                sock.sendall(header + body)
+        except OSError:
+            return
+        finally:
+            rfile.close()
+
+    server = StreamServer((args.host, 0), handle, spawn=Pool(64))
+    server.start()
+    stats["rss_after_start_kb"] = current_rss_kb()
+    emit(f"PORT {server.address[1]}")
+    prof = start_profiler(args)
+    gevent_wait_for_stop()
+    stop_profiler(prof, args)
+    server.stop(timeout=2)
+    stats["peak_rss_kb"] = peak_rss_kb()
+    emit("STATS", stats)
+
+
+def server_pbgreen(args):
+    import pbgreen as pb
+
+    stats = {"connections": 0, "nodelay_preset": [], "nodelay": [],
+             "nodelay_how": None}
+
+    class Root(pb.Root):
+        def remote_echo(self, x):
+            return x
+
+    server = pb.PBServer(Root(), port=0, host=args.host)
+    server.start()
+    install_pbgreen_server_nodelay(server, stats)
+    stats["rss_after_start_kb"] = current_rss_kb()
+    emit(f"PORT {server.address[1]}")
+    prof = start_profiler(args)
+    gevent_wait_for_stop()
+    stop_profiler(prof, args)
+    try:
+        server.stop(timeout=2)
+    except Exception as exc:  # report, still print stats
+        stats["stop_error"] = repr(exc)
+    stats["peak_rss_kb"] = peak_rss_kb()
+    emit("STATS", stats)
+
+
+def install_pbgreen_server_nodelay(server, stats):
+    """Make sure every socket pbgreen's server accepts has TCP_NODELAY.
+
+    pbgreen's PBServer is built on gevent's StreamServer, which hands each
+    accepted socket to ``self._handle``.  Wrapping that callable lets the
+    benchmark look at each accepted socket just after pbgreen's own handler
+    has set it up: pbgreen sets TCP_NODELAY itself (``set_nodelay`` in
+    ``pbgreen/connection.py``), and the benchmark sets it only if it is off.  If no StreamServer
+    can be found, the option is set on the listening socket, which Linux
+    copies to accepted sockets.
+    """
+    import gevent
+    from gevent.server import StreamServer
+
+    def check_later(sock):
+        # Runs once pbgreen's handler has yielded, i.e. after its own setup.
+        try:
+            by_pbgreen, after = ensure_nodelay(sock)
+        except OSError:
+            return
+        stats["nodelay_preset"].append(by_pbgreen)
+        stats["nodelay"].append(after)
+
+    stream_server = find_attr(server, lambda o: isinstance(o, StreamServer))
+    if stream_server is not None and getattr(stream_server, "_handle", None):
+        original = stream_server._handle
+
+        def handle(sock, address, _original=original):
+            stats["connections"] += 1
+            gevent.spawn(check_later, sock)
+            return _original(sock, address)
+
+        stream_server._handle = handle
+        stats["nodelay_how"] = ("checked on each accepted socket after pbgreen's "
+                                "handler started; set only if still off")
+        return
+    listener = find_attr(server, _is_socket)
+    if listener is not None:
+        ensure_nodelay(listener)
+        stats["nodelay_how"] = "set on listening socket (inherited on accept)"
+    else:
+        stats["nodelay_how"] = "NOT SET: no socket found in PBServer"
+
+
+def server_twisted(args):
+    from twisted.internet import reactor, stdio
+    from twisted.internet.protocol import Protocol
+    from twisted.spread import pb
+
+    stats = {"connections": 0, "nodelay_preset": [], "nodelay": []}
+
+    class NoDelayBroker(pb.Broker):
+        def connectionMade(self):
+            before = bool(self.transport.getTcpNoDelay())
+            self.transport.setTcpNoDelay(True)
+            stats["connections"] += 1
+            stats["nodelay_preset"].append(before)
+            stats["nodelay"].append(bool(self.transport.getTcpNoDelay()))
+            super().connectionMade()
+
+    class Root(pb.Root):
+        def remote_echo(self, x):
+            return x
+
+    class Control(Protocol):
+        buf = b""
+
+        def dataReceived(self, data):
+            self.buf += data
+            if b"stop" in self.buf and reactor.running:
+                reactor.stop()
+
+        def connectionLost(self, reason=None):
+            if reactor.running:
+                reactor.stop()
+
+    factory = pb.PBServerFactory(Root())
+    factory.protocol = NoDelayBroker
+    port = reactor.listenTCP(0, factory, interface=args.host)
+    stats["rss_after_start_kb"] = current_rss_kb()
+    emit(f"PORT {port.getHost().port}")
+    stdio.StandardIO(Control())
+    prof = start_profiler(args)
+    reactor.run(installSignalHandlers=False)
+    stop_profiler(prof, args)
+    stats["peak_rss_kb"] = peak_rss_kb()
+    emit("STATS", stats)
+
+
+# --------------------------------------------------------------------------
+# Clients.
+# --------------------------------------------------------------------------
+
+
+def workload_spec(name):
+    """(title, payload factory, raw encoder, calls per iteration, min N, max N)."""
+    return WORKLOADS["d" if name == EXTRA_D_GREENLETS else name]
+
+
+def gevent_lines():
+    """Yield stdin lines without blocking the gevent hub; stop at EOF."""
+    import gevent.os
+    gevent.os.make_nonblocking(0)
+    buf = b""
+    while True:
+        try:
+            chunk = gevent.os.nb_read(0, 4096)
+        except OSError:
+            return
+        if not chunk:
+            return
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line.decode()
+
+
+def short_error(exc):
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def run_blocking_client(args, connect, make_runner, close, nodelay_info):
+    """Command loop shared by the two gevent clients (pbgreen and raw)."""
+    import gevent
+
+    conn = connect()
+    emit("READY")
+    info = {"nodelay": nodelay_info(conn)}
+    runners = {}
+    prof = start_profiler(args)
+    for line in gevent_lines():
+        msg = json.loads(line)
+        if msg["cmd"] == "quit":
+            break
+        name = msg["w"]
+        if conn is None:
+            try:
+                conn = connect()
+            except Exception as exc:
+                emit("ERR", f"cannot reconnect: {short_error(exc)}")
+                continue
+        try:
+            with gevent.Timeout(args.workload_timeout):
+                if name not in runners:
+                    spec = workload_spec(name)
+                    runners[name] = make_runner(conn, name, spec[1](), spec[2])
+                runner, check = runners[name]
+                if msg["cmd"] == "check":
+                    check()
+                    emit("OK")
+                else:
+                    gc.collect()
+                    emit("TIME", runner(msg["n"]))
+        except BaseException as exc:  # noqa: BLE001 - gevent.Timeout too
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            emit("ERR", short_error(exc))
+            runners.clear()
+            try:
+                close(conn)
+            except Exception:
+                pass
+            conn = None  # reconnect: a failed workload must not poison the next
+    stop_profiler(prof, args)
+    if conn is not None:
+        close(conn)
+    info["peak_rss_kb"] = peak_rss_kb()
+    emit("BYE", info)
+
+
+def client_pbgreen(args):
+    import gevent
+    import pbgreen as pb
+
+    perf = time.perf_counter
+
+    def connect():
+        client = pb.PBClient(args.host, args.port)
+        root = client.getRootObject()
+        sock = find_attr(client, _is_socket) or find_attr(root.broker, _is_socket)
+        how = None
+        if sock is not None:
+            before, after = ensure_nodelay(sock)
+            how = {"preset_by_pbgreen": before, "after": after}
+        return {"client": client, "root": root, "nodelay": how}
+
+    def close(conn):
+        conn["client"].close()
+
+    def make_runner(conn, name, payload, _raw_enc):
+        root = conn["root"]
+        call = root.callRemote
+
+        if name in ("a", "b", "c"):
+            def runner(n):
+                t0 = perf()
+                for _ in range(n):
+                    call("echo", payload)
+                return perf() - t0
+
+            def check():
+                if call("echo", payload) != payload:
+                    raise AssertionError("echo returned a different value")
+        elif name == "d":
+            call_async = root.callRemoteAsync
+
+            def runner(n):
+                t0 = perf()
+                for _ in range(n):
+                    pending = [call_async("echo", payload) for _ in range(BATCH)]
+                    for r in pending:
+                        r.get()
+                return perf() - t0
+
+            def check():
+                pending = [call_async("echo", payload) for _ in range(BATCH)]
+                if any(r.get() != payload for r in pending):
+                    raise AssertionError("echo returned a different value")
+        else:  # EXTRA_D_GREENLETS
+            spawn, joinall = gevent.spawn, gevent.joinall
+
+            def runner(n):
+                t0 = perf()
+                for _ in range(n):
+                    gs = [spawn(call, "echo", payload) for _ in range(BATCH)]
+                    joinall(gs, raise_error=True)
+                return perf() - t0
+
+            def check():
+                gs = [spawn(call, "echo", payload) for _ in range(BATCH)]
+                joinall(gs, raise_error=True)
+                if any(g.value != payload for g in gs):
+                    raise AssertionError("echo returned a different value")
+        return runner, check
+
+    return run_blocking_client(args, connect, make_runner, close,
+                               lambda conn: conn["nodelay"])
+
+
+def client_raw(args):
+    from gevent import socket as gsocket
+
+    perf = time.perf_counter
+    pack = struct.Struct("!I").pack
+    unpack = struct.Struct("!I").unpack
+
+    def connect():
+        sock = gsocket.create_connection((args.host, args.port))
+        before, after = ensure_nodelay(sock)
+        rfile = sock.makefile("rb", buffering=65536)
+        return {"sock": sock, "rfile": rfile,
+                "nodelay": {"preset": before, "after": after}}
+
+    def close(conn):
+        conn["rfile"].close()
+        conn["sock"].close()
+
+    def make_runner(conn, name, payload, raw_enc):
+        sock, rfile = conn["sock"], conn["rfile"]
+        sendall, read = sock.sendall, rfile.read
+        data = raw_enc(payload)
+        frame = pack(len(data)) + data
+
+        def recv_frame():
+            header = read(4)
+            if len(header) < 4:
+                raise EOFError("server closed the connection")
+            (size,) = unpack(header)
+            body = read(size)
+            if len(body) < size:
+                raise EOFError("server closed the connection")
+            return body
+
+        if name != "d":
+            def runner(n):
+                t0 = perf()
+                for _ in range(n):
+                    sendall(frame)
+                    recv_frame()
+                return perf() - t0
+
+            def check():
+                sendall(frame)
+                if recv_frame() != data:
+                    raise AssertionError("echo returned different bytes")
+        else:
+            frames = frame * BATCH
+
+            def runner(n):
+                t0 = perf()
+                for _ in range(n):
+                    sendall(frames)
+                    for _ in range(BATCH):
+                        recv_frame()
+                return perf() - t0
+
+            def check():
+                sendall(frames)
+                if any(recv_frame() != data for _ in range(BATCH)):
+                    raise AssertionError("echo returned different bytes")
+        return runner, check
+
+    return run_blocking_client(args, connect, make_runner, close,
+                               lambda conn: conn["nodelay"])
+
+
+def client_twisted(args):
+    from twisted.internet import defer, reactor, stdio
+    from twisted.protocols.basic import LineReceiver
+    from twisted.spread import pb
+
+    perf = time.perf_counter
+    nodelay = {}
+
+    class NoDelayBroker(pb.Broker):
+        def connectionMade(self):
+            before = bool(self.transport.getTcpNoDelay())
+            self.transport.setTcpNoDelay(True)
+            nodelay["preset"] = before
+            nodelay["after"] = bool(self.transport.getTcpNoDelay())
+            super().connectionMade()
+
+    def sequential(root, payload):
+        """n calls, each issued from the previous one's callback."""
+        def runner(n):
+            done = defer.Deferred()
+            left = [n]
+            t0 = perf()
+
+            def step(_result):
+                if left[0] == 0:
+                    done.callback(perf() - t0)
+                    return
+                left[0] -= 1
+                root.callRemote("echo", payload).addCallbacks(step, done.errback)
+
+            step(None)
+            return done
+        return runner
+
+    def concurrent(root, payload):
+        """n batches of BATCH calls issued at once and gathered."""
+        def runner(n):
+            done = defer.Deferred()
+            left = [n]
+            t0 = perf()
+
+            def step(_result):
+                if left[0] == 0:
+                    done.callback(perf() - t0)
+                    return
+                left[0] -= 1
+                batch = [root.callRemote("echo", payload) for _ in range(BATCH)]
+                defer.gatherResults(batch, consumeErrors=True).addCallbacks(
+                    step, done.errback)
+
+            step(None)
+            return done
+        return runner
+
+    @defer.inlineCallbacks
+    def connect():
+        factory = pb.PBClientFactory()
+        factory.protocol = NoDelayBroker
+        reactor.connectTCP(args.host, args.port, factory)
+        root = yield factory.getRootObject()
+        return factory, root
+
+    def make_runner(root, name, payload):
+        if name == "d":
+            def check():
+                batch = [root.callRemote("echo", payload) for _ in range(BATCH)]
+                return defer.gatherResults(batch, consumeErrors=True).addCallback(
+                    lambda got: all(g == payload for g in got))
+            return concurrent(root, payload), check
+
+        def check():
+            return root.callRemote("echo", payload).addCallback(lambda got: got == payload)
+        return sequential(root, payload), check
+
+    class Commands(LineReceiver):
+        """Obeys the orchestrator's commands, one at a time."""
+
+        delimiter = b"\n"
+
+        def __init__(self):
+            self.factory = self.root = None
+            self.runners = {}
+            self.prof = None
+
+        def say(self, tag, obj=None):
+            line = tag if obj is None else f"{tag} {json.dumps(obj)}"
+            self.transport.write(line.encode() + b"\n")
+
+        @defer.inlineCallbacks
+        def start(self):
+            try:
+                self.factory, self.root = yield connect()
+            except Exception as exc:
+                self.say("ERR", short_error(exc))
+                reactor.stop()
+                return
+            self.say("READY")
+            self.prof = start_profiler(args)
+
+        def lineReceived(self, line):
+            msg = json.loads(line)
+            if msg["cmd"] == "quit":
+                self.finish()
+                return
+            self.handle(msg)
+
+        @defer.inlineCallbacks
+        def handle(self, msg):
+            name = msg["w"]
+            if self.root is None:
+                try:
+                    self.factory, self.root = yield connect()
+                except Exception as exc:
+                    self.say("ERR", f"cannot reconnect: {short_error(exc)}")
+                    return
+            try:
+                if name not in self.runners:
+                    spec = workload_spec(name)
+                    self.runners[name] = make_runner(self.root, name, spec[1]())
+                runner, check = self.runners[name]
+                if msg["cmd"] == "check":
+                    d = check()
+                    d.addTimeout(args.workload_timeout, reactor)
+                    if not (yield d):
+                        raise AssertionError("echo returned a different value")
+                    self.say("OK")
+                else:
+                    gc.collect()
+                    d = runner(msg["n"])
+                    d.addTimeout(args.workload_timeout, reactor)
+                    self.say("TIME", (yield d))
+            except Exception as exc:
+                self.say("ERR", short_error(exc))
+                self.runners.clear()
+                self.factory.disconnect()
+                self.factory = self.root = None  # reconnect at the next command
+
+        def finish(self):
+            stop_profiler(self.prof, args)
+            self.prof = None
+            if self.factory is not None:
+                self.factory.disconnect()
+            self.say("BYE", {"nodelay": nodelay, "peak_rss_kb": peak_rss_kb()})
+            reactor.callLater(0.05, reactor.stop)
+
+        def connectionLost(self, reason=None):
+            if reactor.running:
+                reactor.stop()
+
+    commands = Commands()
+    stdio.StandardIO(commands)
+    reactor.callWhenRunning(commands.start)
+    reactor.run(installSignalHandlers=False)
+
+
+# --------------------------------------------------------------------------
+# Orchestrator.
+# --------------------------------------------------------------------------
+
+
+class Child:
+    """A child process running this file; killed for sure in close()."""
+
+    def __init__(self, argv, label):
+        self.label = label
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), *argv],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=None, cwd=ROOT, text=True, bufsize=1,
+        )
+
+    def read_line(self, tags, timeout):
+        """Wait for a stdout line starting with one of tags; return (tag, rest)."""
+        import selectors
+        deadline = time.monotonic() + timeout
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{self.label}: no answer in {timeout:.0f}s")
+                if not sel.select(left):
+                    continue
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"{self.label}: exited (code {self.proc.poll()})")
+                line = line.rstrip("\n")
+                for tag in tags:
+                    if line == tag or line.startswith(tag + " "):
+                        return tag, line[len(tag):].strip()
+                # anything else a child prints goes to our stderr
+                sys.stderr.write(f"[{self.label}] {line}\n")
+        finally:
+            sel.close()
+
+    def request(self, msg, timeout):
+        """Send one command; return (tag, decoded payload) of the answer."""
+        self.send(json.dumps(msg) + "\n")
+        tag, rest = self.read_line(("OK", "TIME", "ERR", "BYE"), timeout)
+        return tag, (json.loads(rest) if rest else None)
+
+    def send(self, text):
+        try:
+            self.proc.stdin.write(text)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+    def close(self, grace=5.0):
+        proc = self.proc
+        if proc.poll() is None:
+            try:
+                proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream:
+                    stream.close()
+            except (BrokenPipeError, OSError):
+                pass
+
+
+def child_argv(args, role, system, extra=()):
+    argv = ["--role", role, "--system", system, "--host", args.host,
+            "--mode", args.mode, "--workloads", "".join(args.workloads),
+            "--workload-timeout", str(args.workload_timeout),
+            "--alarm", str(args.alarm)]
+    if args.no_extra:
+        argv.append("--no-extra")
+    return argv + list(extra)
+
+
+class ClientGone(Exception):
+    """A client died or stopped answering: its remaining cells are errors."""
+
+
+def start_system(args, system, children):
+    """Start one system's server and client; return the client once READY."""
+    prof_dir = args.profile_dir
+    srv_extra = (["--profile-out", os.path.join(prof_dir, f"{system}-server.prof")]
+                 if prof_dir else [])
+    cli_extra = (["--profile-out", os.path.join(prof_dir, f"{system}-client.prof")]
+                 if prof_dir else [])
+    server = Child(child_argv(args, "server", system, srv_extra), f"{system} server")
+    children.append(server)
+    _tag, port = server.read_line(("PORT",), timeout=30)
+    client = Child(child_argv(args, "client", system, ["--port", port] + cli_extra),
+                   f"{system} client")
+    children.append(client)
+    tag, rest = client.read_line(("READY", "ERR"), timeout=30)
+    if tag == "ERR":
+        raise RuntimeError(f"{system} client could not connect: {rest}")
+    return server, client
+
+
+def measure_workload(args, name, clients, results):
+    """Measure one workload on every live client, repeats interleaved."""
+    mode = MODES[args.mode]
+    _title, _factory, _raw, calls, min_n, max_n = workload_spec(name)
+    timeout = args.workload_timeout + 30
+    systems = [s for s in clients if name != EXTRA_D_GREENLETS or s == "pbgreen"]
+
+    def fail(system, error):
+        results[system]["workloads"][name] = {"error": error}
+
+    def run(system, n):
+        try:
+            tag, payload = clients[system].request({"cmd": "run", "w": name, "n": n}, timeout)
+        except (TimeoutError, RuntimeError) as exc:
+            raise ClientGone(str(exc)) from exc
+        if tag != "TIME":
+            raise ValueError(payload)
+        return float(payload)
+
+    live, n_iter, times = [], {}, {}
+    for system in systems:
+        try:
+            try:
+                tag, payload = clients[system].request({"cmd": "check", "w": name}, timeout)
+            except (TimeoutError, RuntimeError) as exc:
+                raise ClientGone(str(exc)) from exc
+            if tag != "OK":
+                raise ValueError(payload)
+            n_iter[system] = calibrate(lambda n: run(system, n), mode["warmup"],
+                                       mode["target"], min_n, max_n)
+            live.append(system)
+            times[system] = []
+        except ValueError as exc:
+            fail(system, str(exc))
+        except ClientGone as exc:
+            fail(system, f"client gone: {exc}")
+            clients.pop(system).close(grace=1)
+    for rep in range(mode["repeats"]):
+        k = rep % len(live) if live else 0
+        for system in live[k:] + live[:k]:
+            if system not in times:
+                continue
+            try:
+                times[system].append(run(system, n_iter[system]) / n_iter[system])
+            except ValueError as exc:
+                fail(system, str(exc))
+                del times[system]
+            except ClientGone as exc:
+                fail(system, f"client gone: {exc}")
+                del times[system]
+                clients.pop(system).close(grace=1)
+    for system, per_iter in times.items():
+        results[system]["workloads"][name] = summarize(n_iter[system], per_iter, calls)
+
+
+def run_all(args, children, results, stats):
+    systems = args.systems
+    servers, clients = {}, {}
+    for system in systems:
+        results[system] = {"workloads": {}, "info": {}}
+        try:
+            servers[system], clients[system] = start_system(args, system, children)
+        except (TimeoutError, RuntimeError) as exc:
+            results[system]["error"] = str(exc)
+            print(f"  {SYSTEM_TITLES[system]} did not start: {exc}", flush=True)
+    names = list(args.workloads)
+    if "pbgreen" in clients and "d" in names and not args.no_extra:
+        names.append(EXTRA_D_GREENLETS)
+    for name in names:
+        t0 = time.perf_counter()
+        title = (WORKLOADS[name][0] if name in WORKLOADS
+                 else "(d) again, pbgreen with one greenlet per call")
+        print(f"  {title} ...", end="", flush=True)
+        measure_workload(args, name, clients, results)
+        print(f" {time.perf_counter() - t0:.1f}s", flush=True)
+    for system, client in clients.items():
+        try:
+            tag, info = client.request({"cmd": "quit"}, timeout=30)
+            if tag == "BYE":
+                results[system]["info"] = info
+        except (TimeoutError, RuntimeError) as exc:
+            results[system]["info"] = {"error": str(exc)}
+        client.close(grace=5)
+    for system, server in servers.items():
+        server.send("stop\n")
+        try:
+            _tag, rest = server.read_line(("STATS",), timeout=15)
+            stats[system] = json.loads(rest)
+        except (TimeoutError, RuntimeError) as exc:
+            stats[system] = {"error": str(exc)}
+        server.close()
+
+
+def fmt_us(cell):
+    if cell is None:
+        return "-"
+    if "error" in cell:
+        return "ERROR"
+    us = cell["us_per_call"]
+    if us >= 10_000:
+        return f"{us / 1000:,.1f} ms"
+    return f"{us:,.1f} µs"
+
+
+def fmt_ratio(num, den):
+    if not num or not den or "error" in num or "error" in den:
+        return "-"
+    return f"{num['us_per_call'] / den['us_per_call']:.2f}x"
+
+
+def fmt_rate(cell):
+    if not cell or "error" in cell:
+        return "-" if cell is None else "ERROR"
+    return f"{cell['calls_per_s']:,.0f}/s"
+
+
+def render_table(headers, rows):
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w)
+                     for i, (h, w) in enumerate(zip(headers, widths)))
+    out = [line, "-" * len(line)]
+    for r in rows:
+        out.append("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                             for i, (c, w) in enumerate(zip(r, widths))))
+    return "\n".join(out)
+
+
+def wire_sizes():
+    """Bytes on the wire per payload: raw frame vs PB (jelly + banana, pb dialect)."""
+    sizes = {}
+    try:
+        from twisted.spread import banana, jelly
+        enc = banana.Banana()
+        enc.connectionMade()
+        enc._selectDialect(b"pb")
+    except Exception:  # Twisted missing: still report raw sizes
+        enc = None
+    import io
+    for name, (_t, factory, raw_enc, *_rest) in WORKLOADS.items():
+        payload = factory()
+        entry = {"raw_frame": 4 + len(raw_enc(payload))}
+        if enc is not None:
+            stream = io.BytesIO()
+            enc.transport = stream
+            enc.sendEncoded(jelly.jelly(payload))
+            entry["pb_jelly_args"] = len(stream.getvalue())
+        sizes[name] = entry
+    return sizes
+
+
+def orchestrate(args):
+    systems = args.systems
+    mode = MODES[args.mode]
+    print(f"pbgreen benchmark ({args.mode} run): {', '.join(SYSTEM_TITLES[s] for s in systems)}; "
+          f"workloads {', '.join(args.workloads)}", flush=True)
+    print(f"each cell: warm-up {mode['warmup']}s, then median of {mode['repeats']} repeats "
+          f"of ~{mode['target']}s, repeats interleaved across systems; server and client "
+          f"are separate processes on {args.host}", flush=True)
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        print(f"note: 1-minute load average is {load_before:.2f} before starting; other "
+              "work on this machine will skew the numbers", flush=True)
+    started = time.perf_counter()
+    children = []
+    results, stats = {}, {}
+    try:
+        run_all(args, children, results, stats)
+    finally:
+        for child in children:
+            child.close(grace=2)
+    total = time.perf_counter() - started
+
+    def cell(system, name):
+        res = results.get(system)
+        if res is None:
+            return None
+        found = res["workloads"].get(name)
+        if found is None and "error" in res:
+            return {"error": "system failed to start"}
+        return found
+
+    print()
+    headers = ["workload", "pbgreen", "Twisted PB", "raw gevent",
+               "Twisted/pbgreen", "pbgreen/raw"]
+    rows = []
+    for name in args.workloads:
+        title = WORKLOADS[name][0]
+        pg, tw, raw = cell("pbgreen", name), cell("twisted", name), cell("raw", name)
+        rows.append([title, fmt_us(pg), fmt_us(tw), fmt_us(raw),
+                     fmt_ratio(tw, pg), fmt_ratio(pg, raw)])
+        if name == "d":
+            rows.append([f"    {BATCH} in flight: calls/s", fmt_rate(pg), fmt_rate(tw),
+                         fmt_rate(raw), "", ""])
+    print("Time per call (median; lower is better)")
+    print(render_table(headers, rows))
+    print("Twisted/pbgreen: speed-up of pbgreen over Twisted PB (higher is better)")
+    print("pbgreen/raw:     pbgreen's cost over a bare length-prefixed echo (lower is better)")
+
+    extra = cell("pbgreen", EXTRA_D_GREENLETS)
+    if extra:
+        if "error" in extra:
+            print(f"\npbgreen (d) with one greenlet per call instead of callRemoteAsync: "
+                  f"ERROR {extra['error']}")
+        else:
+            print(f"\npbgreen (d) with one greenlet per call instead of callRemoteAsync: "
+                  f"{fmt_us(extra)} per call, {fmt_rate(extra)}")
+
+    print("\nPeak RSS (ru_maxrss)")
+    rss_rows = []
+    for system in systems:
+        st = stats.get(system, {})
+        cli = results.get(system, {}).get("info", {})
+
+        def mb(kb):
+            return f"{kb / 1024:.1f} MB" if kb else "-"
+        rss_rows.append([SYSTEM_TITLES[system], mb(st.get("peak_rss_kb")),
+                         mb(st.get("rss_after_start_kb")), mb(cli.get("peak_rss_kb"))])
+    print(render_table(["system", "server peak", "server at start", "client peak"], rss_rows))
+
+    print("\nTCP_NODELAY")
+    for system in systems:
+        st = stats.get(system, {})
+        cli = results.get(system, {}).get("info", {})
+        how = st.get("nodelay_how")
+        print(f"  {SYSTEM_TITLES[system]:<11} server: set on {sum(st.get('nodelay', []))}"
+              f"/{st.get('connections', 0)} accepted sockets"
+              f" (already on when checked: {sum(st.get('nodelay_preset', []))})"
+              + (f" [{how}]" if how else "")
+              + f"; client: {cli.get('nodelay')}")
+
+    sizes = wire_sizes()
+    print("\nWhat the raw echo sends (4-byte big-endian length + payload):")
+    for name in args.workloads:
+        sz = sizes[name]
+        pb_part = (f"; PB's jellied argument alone is {sz['pb_jelly_args']:,} bytes"
+                   if "pb_jelly_args" in sz else "")
+        print(f"  {name}: {RAW_DESCRIPTION[name]} - {sz['raw_frame']:,} bytes per frame{pb_part}")
+    errors = [(s, n, c["error"]) for s in systems
+              for n, c in (results.get(s, {}).get("workloads") or {}).items()
+              if isinstance(c, dict) and "error" in c]
+    errors += [(s, "-", r["error"]) for s, r in results.items() if "error" in r]
+    if errors:
+        print("\nErrors:")
+        for s, n, e in errors:
+            print(f"  {SYSTEM_TITLES[s]} {n}: {e}")
+    load_after = os.getloadavg()[0]
+    print(f"\ntotal wall time {total:.1f}s; 1-minute load average {load_before:.2f} before, "
+          f"{load_after:.2f} after (the benchmark itself adds up to 2)")
+
+    if args.json:
+        doc = {
+            "mode": args.mode, "settings": mode, "host": args.host,
+            "python": sys.version.split()[0], "cpus": os.cpu_count(),
+            "wall_time_s": total, "loadavg_before": load_before,
+            "loadavg_after": load_after, "results": results, "server_stats": stats,
+            "wire_sizes": sizes, "raw_sends": RAW_DESCRIPTION,
+        }
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+        print(f"results written to {args.json}")
+
+    if args.profile_dir:
+        print_profiles(args)
+    return 1 if errors else 0
+
+
+def print_profiles(args):
+    import pstats
+    for system in args.systems:
+        for side in ("server", "client"):
+            path = os.path.join(args.profile_dir, f"{system}-{side}.prof")
+            if not os.path.exists(path):
+                continue
+            print(f"\n===== cProfile {SYSTEM_TITLES[system]} {side}: top {args.profile_top} by tottime =====")
+            pstats.Stats(path, stream=sys.stdout).sort_stats("tottime").print_stats(args.profile_top)
+
+
+# --------------------------------------------------------------------------
+# Entry point.
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="short run (about 15 s instead of about 90 s)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--systems", default=",".join(SYSTEMS),
+                   help="comma-separated subset of: pbgreen,twisted,raw")
+    p.add_argument("--workloads", default="abcd", help="subset of abcd, e.g. 'ab'")
+    p.add_argument("--profile", action="store_true",
+                   help="run server and client under cProfile and print the top functions")
+    p.add_argument("--profile-top", type=int, default=15)
+    p.add_argument("--no-extra", action="store_true",
+                   help="skip the pbgreen one-greenlet-per-call variant of (d)")
+    p.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    # internal: children
+    p.add_argument("--role", default="orchestrate", choices=["orchestrate", "server", "client"],
+                   help=argparse.SUPPRESS)
+    p.add_argument("--system", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--mode", help=argparse.SUPPRESS)
+    p.add_argument("--workload-timeout", type=float, default=None, metavar="S",
+                   help="seconds one check or timed batch may take before its cell is "
+                        "an ERROR (default 60 quick, 120 full)")
+    p.add_argument("--alarm", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--profile-out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.mode is None:
+        args.mode = "quick" if args.quick else "full"
+    if isinstance(args.systems, str):
+        args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    bad = [s for s in args.systems if s not in SYSTEMS]
+    if bad:
+        p.error(f"unknown system(s) {bad}; choose from {SYSTEMS}")
+    args.workloads = [w for w in args.workloads if w in WORKLOADS]
+    if not args.workloads:
+        p.error("no workloads selected")
+    if args.workload_timeout is None:
+        args.workload_timeout = 60.0 if args.mode == "quick" else 120.0
+    if args.alarm is None:
+        args.alarm = 300 if args.mode == "quick" else 900
+    args.profile_dir = None
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.role == "orchestrate":
+        if args.profile:
+            import tempfile
+            args.profile_dir = tempfile.mkdtemp(prefix="pbgreen-bench-prof-")
+        # turn SIGTERM into SystemExit so the finally blocks kill the children
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        return orchestrate(args)
+    # A child never outlives a stuck run: the default SIGALRM action exits.
+    signal.alarm(args.alarm)
+    if args.role == "server":
+        {"pbgreen": server_pbgreen, "twisted": server_twisted, "raw": server_raw}[args.system](args)
+        return 0
+    client = {"pbgreen": client_pbgreen, "twisted": client_twisted, "raw": client_raw}[args.system]
+    try:
+        client(args)
+    except Exception as exc:
+        emit("ERR", short_error(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
