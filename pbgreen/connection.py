@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import gevent
 from gevent.event import AsyncResult, Event
+from gevent.hub import Waiter
 
 from .errors import DeadReferenceError, Error, PBConnectionLost, ProtocolError
 from .jelly import SecurityOptions
@@ -41,6 +42,7 @@ __all__ = ["Connection", "CallResult", "live_connections"]
 log = logging.getLogger("pbgreen.connection")
 
 RECV_SIZE = 256 * 1024
+IDLE_WORKERS = 8  # call workers kept waiting per connection
 
 _live: "weakref.WeakSet[Connection]" = weakref.WeakSet()
 
@@ -71,6 +73,26 @@ def set_nodelay(sock: Any) -> None:
         sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):
         pass  # not TCP (a UNIX socket in tests), nothing to tune
+
+
+class _Wait:
+    """The token of a blocking call: the reader hands the reply to the waiting greenlet.
+
+    A ``Waiter`` resumed from the hub is an order of magnitude cheaper than an
+    ``AsyncResult``; it also keeps a reply that arrives before anyone waits.
+    """
+
+    __slots__ = ("waiter", "run_callback")
+
+    def __init__(self, run_callback: Callable[..., Any]) -> None:
+        self.waiter = Waiter()
+        self.run_callback = run_callback
+
+    def set(self, reply: Reply) -> None:
+        self.run_callback(self.waiter.switch, reply)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.run_callback(self.waiter.throw, exc)
 
 
 class CallResult:
@@ -143,6 +165,7 @@ class Connection:
         self.close_reason: Any = None
         self._writing = False
         self._calls: set[gevent.Greenlet] = set()
+        self._idle: list[Waiter] = []
         self._notify: list[tuple[RemoteReference, Callable[[RemoteReference], Any]]] = []
         self._reader: gevent.Greenlet | None = None
         self._hub = gevent.get_hub()
@@ -191,7 +214,8 @@ class Connection:
                 for event in protocol.receive_data(data):
                     kind = type(event)
                     if kind is Reply:
-                        event.token.set(event)
+                        token, event.token = event.token, None  # no cycle via the token
+                        token.set(event)
                     elif kind is IncomingCall:
                         self._start_call(event)
                     elif kind is Ready:
@@ -244,6 +268,9 @@ class Connection:
             self.sock.close()
         except OSError:
             pass
+        idle, self._idle = self._idle, []
+        for waiter in idle:  # idle workers end
+            self._hub.loop.run_callback(waiter.switch, None)
         tokens, callbacks = self.protocol.connection_lost()
         for token in tokens:
             token.set_exception(PBConnectionLost(
@@ -294,29 +321,31 @@ class Connection:
     # ------------------------------------------------------------------ calls out
 
     def _send(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
-              kwargs: dict[str, Any], cache: bool = False) -> tuple[int, AsyncResult | None]:
+              kwargs: dict[str, Any], token: Any) -> int | None:
         if self.closed:
             raise DeadReferenceError(f"Calling Stale Broker: the connection to {self.peer} is "
                                      f"gone ({self.close_reason}); reconnect to call {name!r}")
-        answer = kwargs.pop("pbanswer", True) if "pbanswer" in kwargs else True
-        result = AsyncResult() if answer else None
+        if "pbanswer" in kwargs and not kwargs.pop("pbanswer"):
+            token = None
         request_id = self.protocol.send_call(ref.luid, name, args, kwargs, ref.perspective,
-                                             result, cache)
+                                             token)
         self.flush()
-        return request_id, result
+        return request_id if token is not None else None
 
     def call(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
-             kwargs: dict[str, Any], cache: bool = False) -> Any:
+             kwargs: dict[str, Any]) -> Any:
         """Send a call and block this greenlet until its answer (see ``callRemote``)."""
-        request_id, result = self._send(ref, name, args, kwargs, cache)
-        if result is None:
+        token = _Wait(self._hub.loop.run_callback)
+        request_id = self._send(ref, name, args, kwargs, token)
+        if request_id is None:
             return None
+        waiter = token.waiter
         try:
-            reply = result.get()
+            reply = waiter.get()
         except BaseException:
-            if result.ready() and result.successful():
-                self.protocol.release_value(result.value.sexp)
-                self.protocol.done_with(result.value)
+            if waiter.ready() and waiter.successful():
+                self.protocol.release_value(waiter.value.sexp)
+                self.protocol.done_with(waiter.value)
                 if not self.closed:
                     self._wake.send()
             else:
@@ -327,8 +356,9 @@ class Connection:
     def call_async(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> CallResult:
         """Send a call; return a ``CallResult`` to collect the answer later."""
-        request_id, result = self._send(ref, name, args, kwargs)
-        if result is None:
+        result = AsyncResult()
+        request_id = self._send(ref, name, args, kwargs, result)
+        if request_id is None:
             result = AsyncResult()
             result.set(None)
             done = CallResult(self, request_id, result, ref.perspective)
@@ -345,19 +375,34 @@ class Connection:
     # ------------------------------------------------------------------ calls in
 
     def _start_call(self, call: IncomingCall) -> None:
+        if self._idle:  # a worker from an earlier call is waiting: no spawn needed
+            self._hub.loop.run_callback(self._idle.pop().switch, call)
+            return
         if len(self._calls) >= self.max_calls:
             if call.answer:
                 self.protocol.send_error(call.request_id, Error(
                     f"too many calls in flight on this connection (limit {self.max_calls}); "
                     "wait for answers before sending more"))
             return
-        greenlet = gevent.spawn(self._run_call, call)
-        self._calls.add(greenlet)
+        self._calls.add(gevent.spawn(self._worker, [call]))
 
-    def _run_call(self, call: IncomingCall) -> None:
+    def _worker(self, first: list[IncomingCall]) -> None:
+        # Runs incoming calls one after another. Spawning a gevent Greenlet
+        # records its spawning stack, which costs more than the call itself,
+        # so a few workers stay and wait for the next call. The first call
+        # comes in a list emptied here: the Greenlet keeps its arguments, and
+        # must not keep the call's target and arguments alive.
+        call: IncomingCall | None = first.pop()
         try:
-            self.protocol.run_call(call)
-            self.flush()
+            while call is not None:
+                self.protocol.run_call(call)
+                call = None
+                self.flush()
+                if self.closed or len(self._idle) >= IDLE_WORKERS:
+                    return
+                waiter = Waiter()
+                self._idle.append(waiter)
+                call = waiter.get()
         finally:
             self._calls.discard(gevent.getcurrent())
 
