@@ -75,6 +75,25 @@ def set_nodelay(sock: Any) -> None:
         pass  # not TCP (a UNIX socket in tests), nothing to tune
 
 
+def _hand_over(waiter: Waiter, value: Any, run_callback: Callable[..., Any],
+               direct: bool) -> bool:
+    """Give ``value`` to the greenlet waiting on ``waiter``; True if it ran at once.
+
+    With ``direct``, the reader asks the hub to resume it afterwards and
+    switches straight to the waiting greenlet, so the call (or answer) is
+    handled before the reader goes back to ``recv`` rather than after a trip
+    through the event loop. Otherwise the hand-over is queued behind
+    whatever the hub already has queued, which keeps arrival order.
+    """
+    target = waiter.greenlet
+    if not direct or target is None:
+        run_callback(waiter.switch, value)
+        return False
+    run_callback(gevent.getcurrent().switch)
+    target.switch(value)
+    return True
+
+
 class _Wait:
     """The token of a blocking call: the reader hands the reply to the waiting greenlet.
 
@@ -88,8 +107,8 @@ class _Wait:
         self.waiter = Waiter()
         self.run_callback = run_callback
 
-    def set(self, reply: Reply) -> None:
-        self.run_callback(self.waiter.switch, reply)
+    def set(self, reply: Reply, direct: bool = False) -> bool:
+        return _hand_over(self.waiter, reply, self.run_callback, direct)
 
     def set_exception(self, exc: BaseException) -> None:
         self.run_callback(self.waiter.throw, exc)
@@ -207,21 +226,33 @@ class Connection:
                                           handshake_timeout)
         try:
             self.flush()  # an acceptor offers its dialects first
+            direct = True
             while not self.closed:
                 data = recv(RECV_SIZE)
                 if not data:
                     break
+                # Events start in arrival order: once one had to be queued on
+                # the hub, the ones after it are queued too, and before the
+                # next batch goes direct the hub runs what is queued.
+                if not direct:
+                    gevent.sleep(0)
+                    direct = True
                 for event in protocol.receive_data(data):
                     kind = type(event)
                     if kind is Reply:
                         token, event.token = event.token, None  # no cycle via the token
-                        token.set(event)
+                        if type(token) is _Wait:
+                            direct = token.set(event, direct)
+                        else:
+                            token.set(event)
+                            direct = False
                     elif kind is IncomingCall:
-                        self._start_call(event)
+                        direct = self._start_call(event, direct)
                     elif kind is Ready:
                         self.ready.set()
                     elif kind is RunCallbacks:
                         gevent.spawn(self._run_callbacks, event.callbacks)
+                        direct = False
                 if protocol._out or protocol._decrefs:
                     self.flush()
                 if protocol.close_reason:
@@ -374,17 +405,18 @@ class Connection:
 
     # ------------------------------------------------------------------ calls in
 
-    def _start_call(self, call: IncomingCall) -> None:
+    def _start_call(self, call: IncomingCall, direct: bool) -> bool:
+        """Hand the call to a worker; True if it already ran (see ``_hand_over``)."""
         if self._idle:  # a worker from an earlier call is waiting: no spawn needed
-            self._hub.loop.run_callback(self._idle.pop().switch, call)
-            return
+            return _hand_over(self._idle.pop(), call, self._hub.loop.run_callback, direct)
         if len(self._calls) >= self.max_calls:
             if call.answer:
                 self.protocol.send_error(call.request_id, Error(
                     f"too many calls in flight on this connection (limit {self.max_calls}); "
                     "wait for answers before sending more"))
-            return
+            return direct
         self._calls.add(gevent.spawn(self._worker, [call]))
+        return False
 
     def _worker(self, first: list[IncomingCall]) -> None:
         # Runs incoming calls one after another. Spawning a gevent Greenlet
