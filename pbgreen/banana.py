@@ -172,8 +172,12 @@ class Decoder:
 
     def __init__(self, *, vocab: bool = False, size_limit: int = SIZE_LIMIT,
                  prefix_limit: int = PREFIX_LIMIT, max_depth: int = MAX_DEPTH,
-                 max_message_size: int = MAX_MESSAGE_SIZE, max_items: int = MAX_ITEMS) -> None:
+                 max_message_size: int = MAX_MESSAGE_SIZE, max_items: int = MAX_ITEMS,
+                 fast: Any = None) -> None:
         self.vocab = vocab
+        #: Optional ``fast(buf, pos, n, vocab, size_limit, max_items)`` tried at the
+        #: start of each expression: ``(expression, end)``, or ``None`` to decline.
+        self.fast = fast
         self.size_limit = size_limit
         self.prefix_limit = prefix_limit
         self.max_depth = max_depth
@@ -242,7 +246,17 @@ class Decoder:
         items = self._items
         size_limit = self.size_limit
         vocab = VOCAB if self.vocab else None
+        fast = self.fast
         while pos < n:
+            if fast is not None and cur is None:
+                found = fast(buf, pos, n, vocab, size_limit, self.max_items)
+                if found is not None and found[1] - pos <= self.max_message_size:
+                    out.append(found[0])
+                    pos = mark = found[1]
+                    items = 0
+                    if limit is not None and len(out) >= limit:
+                        break
+                    continue
             b0 = buf[pos]
             if b0 >= 0x80:
                 value, typ, start = 0, b0, pos + 1

@@ -36,7 +36,8 @@ import weakref
 from collections import deque
 from typing import Any, Callable
 
-from .banana import DIALECTS, Decoder, EncodeError, choose_dialect, encode
+from . import fast
+from .banana import _NO_VOCAB, _VOCAB_ENCODED, DIALECTS, Decoder, EncodeError, choose_dialect, encode
 from .errors import (CopiedFailure, Error, InsecureJelly, ProtocolError, RefLimitError,
                      LoginFailed, make_copied_failure, parents_of, qual)
 from .flavors import AsReferenceable, RemoteCache, ViewPoint
@@ -213,6 +214,7 @@ class Broker:
         self.dialects = dialects
         self.dialect: bytes | None = None
         self.connected = True
+        decoder_options.setdefault("fast", fast.loads)
         self.decoder = Decoder(**decoder_options)
         self._vocab = False
         self._out = bytearray()
@@ -639,6 +641,10 @@ class Broker:
     # ------------------------------------------------------------------ calls out
 
     def _jelly_message(self, head: list[Any], values: tuple[Any, ...], perspective: Any) -> bytes:
+        try:  # plain data: objects to bytes in one pass
+            return fast.dumps(head, values, _VOCAB_ENCODED if self._vocab else _NO_VOCAB)
+        except fast.Fallback:
+            pass
         context = _Sending(self)
         try:
             message = head + [Jellier(context, perspective, self.security).jelly(v) for v in values]
@@ -674,6 +680,8 @@ class Broker:
             self._abandoned.add(request_id)
 
     def _unjelly(self, sexp: Any, perspective: Any) -> Any:
+        if type(sexp) is fast.Built:  # plain data the decoder already rebuilt
+            return sexp.value
         unjellier = Unjellier(self, perspective, self.security)
         try:
             return unjellier.unjellyFull(sexp)
