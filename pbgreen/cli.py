@@ -93,12 +93,12 @@ def _serve(args: argparse.Namespace) -> int:
         context.load_cert_chain(args.tls_cert, args.tls_key)
     server = PBServer(root, port=args.port, host=args.host, ssl_context=context,
                       unsafeTracebacks=args.unsafe_tracebacks)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # before anyone can know we are up
+        gevent.signal_handler(signum, server.stop)
     server.start()
     host, port = server.address
     print(f"pbgreen: serving {args.target} on {host}:{port}{' (TLS)' if context else ''}",
           flush=True)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, server.stop)
     server.serve_forever()
     return 0
 

@@ -24,7 +24,8 @@ class PBClient:
     Plain scripts need no gevent knowledge: blocking calls run the hub.
 
     Args:
-        host, port: where the server listens.
+        host: the server's name or address.
+        port: the server's port (PB's default is 8787).
         timeout: seconds allowed for the TCP connect and the PB handshake.
         ssl_context: a client-side ``ssl.SSLContext`` to speak TLS.
         security: ``SecurityOptions`` for what may arrive.

@@ -179,6 +179,7 @@ class Connection:
         self.protocol = Broker(is_client=is_client, root=root, security=security,
                                unsafe_tracebacks=unsafe_tracebacks, invoker=self,
                                **decoder_options)
+        self.protocol.peer = peer
         self.ready = Event()
         self.closed = False
         self.close_reason: Any = None
@@ -481,7 +482,8 @@ class Connection:
             try:
                 callback()
             except Exception:
-                log.exception("error in a disconnect, logout or stoppedObserving callback")
+                log.exception("error in a disconnect, logout or stoppedObserving callback "
+                              "(connection to %s)", self.peer)
         self.flush()
 
 
@@ -496,7 +498,8 @@ class _ObserverReplies:
     def set(self, reply: Reply) -> None:
         if not reply.ok:
             failure = self.protocol.failure_from(reply.sexp)
-            log.warning("a cache holder's observe_ method failed: %r", failure)
+            log.warning("a cache holder's observe_ method failed (%s): %r", self.protocol.peer,
+                        failure)
         self.protocol.release_value(reply.sexp)
         self.protocol.done_with(reply)
 

@@ -29,7 +29,8 @@ from typing import Any, Callable, Protocol
 from .errors import LoginFailed, UnauthorizedLogin, UnhandledCredentials
 from .flavors import AsReferenceable, Referenceable, Root
 
-__all__ = ["IPerspective", "IRealm", "ICredentialsChecker", "UsernamePassword", "Anonymous",
+__all__ = ["IPerspective", "IRealm", "ICredentialsChecker", "UsernamePassword",
+           "UsernameHashedPassword", "Anonymous",
            "ANONYMOUS", "InMemoryPasswordChecker", "AllowAnonymousAccess", "Portal",
            "LoginFailed", "UnauthorizedLogin", "UnhandledCredentials", "PortalRoot", "respond"]
 
@@ -98,8 +99,13 @@ class Anonymous:
     """Credentials of a user who does not log in."""
 
 
-class _ChallengedPassword:
-    """What the server knows during PB login: the challenge and the response."""
+class UsernameHashedPassword:
+    """Credentials of a PB login: the server sees a hash of the password, never the password.
+
+    A checker that keeps passwords in plain text serves PB logins by listing
+    this class in its ``credentialInterfaces`` and calling
+    ``credentials.checkPassword(stored_password)``.
+    """
 
     def __init__(self, username: bytes, challenge: bytes, response: bytes) -> None:
         self.username = username
@@ -107,13 +113,14 @@ class _ChallengedPassword:
         self.response = response
 
     def checkPassword(self, password: bytes) -> bool:
+        """Whether the client's response proves it knows ``password`` (constant time)."""
         return hmac.compare_digest(respond(self.challenge, password), self.response)
 
 
 class InMemoryPasswordChecker:
     """Users and passwords held in memory: ``InMemoryPasswordChecker(alice=b"secret")``."""
 
-    credentialInterfaces = (UsernamePassword, _ChallengedPassword)
+    credentialInterfaces = (UsernamePassword, UsernameHashedPassword)
 
     def __init__(self, **users: bytes) -> None:
         self.users: dict[bytes, bytes] = {}
@@ -257,7 +264,7 @@ class _Challenger(Referenceable):
         try:
             if not isinstance(response, bytes):
                 raise UnauthorizedLogin()
-            credentials = _ChallengedPassword(self.username, self.challenge, response)
+            credentials = UsernameHashedPassword(self.username, self.challenge, response)
             avatar = root._avatar(credentials, mind)
         except UnauthorizedLogin:
             root.penalty = min(max(root.first_penalty, root.penalty * 2), root.max_penalty)

@@ -1,7 +1,6 @@
 """Every exception pbgreen raises, in one tree.
 
-::
-
+```text
     Exception
      +-- Error                      expected remote errors (Twisted's pb.Error)
      |    +-- RefLimitError         too many live references on one connection
@@ -17,6 +16,7 @@
      +-- LoginFailed                a login did not succeed
           +-- UnauthorizedLogin     wrong password or unknown user
           +-- UnhandledCredentials  no checker for these credentials
+```
 
 Who is at fault is in the name: ``ProtocolError`` means the peer misbehaved,
 ``InsecureJelly`` means a value was refused (by us before sending, or by the

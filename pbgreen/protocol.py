@@ -211,6 +211,8 @@ class Broker:
         self.security = security or globalSecurity
         self.unsafe_tracebacks = unsafe_tracebacks
         self.invoker = invoker
+        #: Who the peer is, for log records (the driver sets its address).
+        self.peer: Any = None
         self.dialects = dialects
         self.dialect: bytes | None = None
         self.connected = True
@@ -378,7 +380,7 @@ class Broker:
             events.append(RunCallbacks(callbacks))
 
     def _on_ignored(self, expr: list[Any], events: list[Any]) -> None:
-        log.info("peer did not understand %r", expr[1:2])
+        log.info("peer %s did not understand %r", self.peer, expr[1:2])
 
     def _on_decache(self, expr: list[Any], events: list[Any]) -> None:
         self._fields(expr, 2)
@@ -671,6 +673,8 @@ class Broker:
         data = self._jelly_message(head, (args, kwargs), perspective)
         if token is not None:
             self.pending[request_id] = token
+        if self._decrefs:  # releases issued before this call go out before it
+            self._flush_decrefs()
         self._out += data
         return request_id
 
@@ -752,11 +756,12 @@ class Broker:
 
     def _report(self, call: IncomingCall, exc: Exception) -> None:
         if isinstance(exc, LoginFailed):
-            log.info("login refused (%s)", type(exc).__name__)
+            log.info("login refused for %s (%s)", self.peer, type(exc).__name__)
         elif isinstance(exc, (Error, CopiedFailure, InsecureJelly)):
-            log.debug("call %s failed: %r", call.method, exc)
+            log.debug("call %s from %s failed: %r", call.method, self.peer, exc)
         else:
-            log.error("Peer Will Receive PB Traceback (calling %s)", call.method, exc_info=exc)
+            log.error("Peer Will Receive PB Traceback (%s calling %s)", self.peer, call.method,
+                      exc_info=exc)
         if call.answer and self.connected:
             self.send_error(call.request_id, exc)
 

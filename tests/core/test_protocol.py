@@ -269,3 +269,15 @@ def test_answer_for_unknown_request_is_a_protocol_error():
     pair = Pair()
     with pytest.raises(errors.ProtocolError, match="never sent"):
         pair.client.receive_data(banana.encode([b"answer", 42, 1]))
+
+
+def test_a_release_goes_out_before_a_call_made_after_it():
+    pair = Pair()
+    child = pair.call(b"root", "getChild")
+    luid = child.luid
+    del child
+    gc.collect()
+    pair.client.send_call(b"root", "add", (1, 2), {}, token=object())
+    decoder = banana.Decoder(vocab=True)
+    sent = decoder.feed(pair.client.data_to_send())
+    assert [m[0] for m in sent] == [b"decref", b"message"] and sent[0][1] == luid

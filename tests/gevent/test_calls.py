@@ -238,3 +238,21 @@ def test_connect_shorthand(pb_server, root):
         assert ref.callRemote("add", 40, 2) == 42
     finally:
         ref.broker.close()
+
+
+def test_log_records_name_the_peer_and_nothing_goes_to_stdout(pb_server, pb_client, root,
+                                                               caplog, capfd):
+    import logging
+
+    class Boom(pb.Root):
+        def remote_boom(self):
+            raise KeyError("k")
+    client = pb_client(pb_server(Boom()))
+    port = client.connection.sock.getsockname()[1]
+    with caplog.at_level(logging.DEBUG, logger="pbgreen"):
+        with pytest.raises(KeyError):
+            client.getRootObject().callRemote("boom")
+    records = [r for r in caplog.records if "Peer Will Receive PB Traceback" in r.getMessage()]
+    assert len(records) == 1 and records[0].name.startswith("pbgreen")
+    assert str(port) in records[0].getMessage()
+    assert capfd.readouterr().out == ""
