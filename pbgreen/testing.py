@@ -18,9 +18,12 @@ available in any test suite:
     ``@pytest.mark.usefixtures("pb_leak_check")``, or for a whole suite with
     ``usefixtures = pb_leak_check`` in the pytest configuration.
 
-Leftovers are waited for (cleanup in gevent is asynchronous) up to
-``pbgreen_leak_deadline`` seconds (an ini option, default 3) before the test
-fails.
+The check looks twice: when the test body ends, before fixtures are torn
+down (a connection the body opened and did not close, or any call still
+waiting, is a leak even if a fixture would close it later), and after
+teardown, when nothing new may be left. Leftovers are waited for (cleanup in
+gevent is asynchronous) up to ``pbgreen_leak_deadline`` seconds (an ini
+option, default 3) before the test fails.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+import weakref
 from typing import Any, Callable, Iterator
 
 import gevent
@@ -72,8 +76,22 @@ def _sockets() -> set[str]:
     return found
 
 
+# Connections the fixtures below made and will close themselves.
+_owned_clients: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_owned_servers: "weakref.WeakSet[PBServer]" = weakref.WeakSet()
+
+
+def _owned(connection: Any) -> bool:
+    return connection in _owned_clients or any(
+        connection in server.connections for server in list(_owned_servers))
+
+
 def _connections() -> set[int]:
     return {id(c) for c in live_connections()}
+
+
+def _unowned_connections() -> set[int]:
+    return {id(c) for c in live_connections() if not _owned(c)}
 
 
 def _pending_calls() -> set[int]:
@@ -103,6 +121,40 @@ def snapshot() -> dict[str, set[Any]]:
             "live greenlet(s)": _greenlets(), "open socket(s)": _sockets()}
 
 
+def _wait_for(check: Callable[[], set[Any]], before: set[Any], deadline: float) -> set[Any]:
+    end = time.monotonic() + deadline
+    while True:
+        extra = check() - before
+        if not extra or time.monotonic() > end:
+            return extra
+        gc.collect()
+        gevent.sleep(0.01)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Around the test body: connections it opened and left open, calls left waiting.
+
+    Checked before fixtures are torn down, because tearing down a server
+    fixture would close a leaked client from the other side and hide it.
+    Connections made by fixtures (at setup) are the fixtures' business.
+    """
+    watching = getattr(item, "_pbgreen_before", None) is not None
+    opened_before = _unowned_connections() if watching else set()
+    yield
+    if watching:
+        deadline = float(item.config.getini("pbgreen_leak_deadline"))
+        found = []
+        extra = _wait_for(_unowned_connections, opened_before, deadline)
+        if extra:
+            found.append(f"{len(extra)} live pbgreen connection(s) the test opened and "
+                         "did not close")
+        extra = _wait_for(_pending_calls, set(), deadline)
+        if extra:
+            found.append(f"{len(extra)} connection(s) with calls waiting")
+        item._pbgreen_found = found  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def pb_leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail the test if it leaves connections, waiting calls, greenlets or sockets behind."""
@@ -110,9 +162,11 @@ def pb_leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     before = snapshot()
+    request.node._pbgreen_before = before
     yield
     deadline = float(request.config.getini("pbgreen_leak_deadline"))
-    found = leftovers(before, deadline)
+    found = getattr(request.node, "_pbgreen_found", [])
+    found += [item for item in leftovers(before, deadline) if item not in found]
     if found:
         pytest.fail("test left behind: " + ", ".join(found), pytrace=False)
 
@@ -128,6 +182,7 @@ def pb_server() -> Iterator[Callable[..., PBServer]]:
         server = PBServer(root, **kwargs)
         server.start()
         servers.append(server)
+        _owned_servers.add(server)
         return server
 
     yield start
@@ -145,6 +200,7 @@ def pb_client() -> Iterator[Callable[..., PBClient]]:
         kwargs.setdefault("timeout", 10)
         client = PBClient("127.0.0.1", port, **kwargs)
         clients.append(client)
+        _owned_clients.add(client.connection)
         return client
 
     yield open_client
