@@ -322,6 +322,7 @@ class Connection:
         protocol = self.protocol
         data = b""
         sent = 0
+        finished = False
         try:
             send = self.sock.send
             while True:
@@ -332,16 +333,18 @@ class Connection:
                 while sent < len(data):
                     sent += send(memoryview(data)[sent:])
                 data = b""
+            finished = True
         except OSError as exc:
+            finished = True
             self._writing = False
             self._lost(exc)
             return
-        except BaseException:
-            if data and sent < len(data):
-                protocol.unsend(data[sent:])
-            self._writing = False
-            gevent.spawn(self.flush)  # whoever was interrupted, the bytes still go
-            raise
+        finally:
+            if not finished:  # interrupted (gevent.Timeout, kill) while waiting to send
+                if data and sent < len(data):
+                    protocol.unsend(data[sent:])
+                self._writing = False
+                gevent.spawn(self.flush)  # whoever was interrupted, the bytes still go
         self._writing = False
         if protocol.close_reason:
             self._lost(protocol.close_reason)
@@ -372,17 +375,18 @@ class Connection:
         if request_id is None:
             return None
         waiter = token.waiter
+        reply = None
         try:
             reply = waiter.get()
-        except BaseException:
-            if waiter.ready() and waiter.successful():
-                self.protocol.release_value(waiter.value.sexp)
-                self.protocol.done_with(waiter.value)
-                if not self.closed:
-                    self._wake.send()
-            else:
-                self.protocol.abandon(request_id)
-            raise
+        finally:
+            if reply is None:  # stopped waiting: timeout, kill, or the connection died
+                if waiter.ready() and waiter.successful():  # it came, but too late
+                    self.protocol.release_value(waiter.value.sexp)
+                    self.protocol.done_with(waiter.value)
+                    if not self.closed:
+                        self._wake.send()
+                else:
+                    self.protocol.abandon(request_id)
         return self._outcome(reply, ref.perspective)
 
     def call_async(self, ref: RemoteReference, name: str, args: tuple[Any, ...],

@@ -648,15 +648,17 @@ class Broker:
         except fast.Fallback:
             pass
         context = _Sending(self)
+        sent = False
         try:
             message = head + [Jellier(context, perspective, self.security).jelly(v) for v in values]
-            return encode(message, vocab=self._vocab)
+            data = encode(message, vocab=self._vocab)
+            sent = True
+            return data
         except EncodeError as exc:
-            context.rollback()
             raise InsecureJelly(f"cannot send this value: {exc}") from None
-        except BaseException:
-            context.rollback()
-            raise
+        finally:
+            if not sent:  # whatever stopped it, nothing goes out: undo the registrations
+                context.rollback()
 
     def send_call(self, object_id: Any, method: str, args: tuple[Any, ...],
                   kwargs: dict[str, Any], perspective: Any = None, token: Any = None,
