@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import socket as _stdlib_socket
 import weakref
+from collections import deque
 from typing import Any, Callable
 
 import gevent
@@ -186,6 +187,8 @@ class Connection:
         self._writing = False
         self._calls: set[gevent.Greenlet] = set()
         self._idle: list[Waiter] = []
+        self._updates: deque[IncomingCall] = deque()  # cache updates, applied in order
+        self._updater: gevent.Greenlet | None = None
         self._notify: list[tuple[RemoteReference, Callable[[RemoteReference], Any]]] = []
         self._reader: gevent.Greenlet | None = None
         self._hub = gevent.get_hub()
@@ -285,7 +288,10 @@ class Connection:
 
     def kill_calls(self, timeout: float | None = None) -> None:
         """Stop incoming calls still running (used when a server stops)."""
-        gevent.killall(list(self._calls), timeout=timeout)
+        running = list(self._calls)
+        if self._updater is not None:
+            running.append(self._updater)
+        gevent.killall(running, timeout=timeout)
 
     def _lost(self, reason: Any) -> None:
         if self.closed:
@@ -412,6 +418,13 @@ class Connection:
 
     def _start_call(self, call: IncomingCall, direct: bool) -> bool:
         """Hand the call to a worker; True if it already ran (see ``_hand_over``)."""
+        if call.update:
+            # Cache updates are never refused and never reordered: one greenlet
+            # applies them in arrival order and writes their answers together.
+            self._updates.append(call)
+            if self._updater is None:
+                self._updater = gevent.spawn(self._apply_updates)
+            return False
         if self._idle:  # a worker from an earlier call is waiting: no spawn needed
             return _hand_over(self._idle.pop(), call, self._hub.loop.run_callback, direct)
         if len(self._calls) >= self.max_calls:
@@ -422,6 +435,16 @@ class Connection:
             return direct
         self._calls.add(gevent.spawn(self._worker, [call]))
         return False
+
+    def _apply_updates(self) -> None:
+        updates = self._updates
+        try:
+            while updates and not self.closed:
+                self.protocol.run_call(updates.popleft())
+                if not updates:
+                    self.flush()
+        finally:
+            self._updater = None
 
     def _worker(self, first: list[IncomingCall]) -> None:
         # Runs incoming calls one after another. Spawning a gevent Greenlet

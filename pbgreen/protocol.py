@@ -60,10 +60,11 @@ _failure_count = itertools.count(1)
 class IncomingCall:
     """The peer called one of our objects; run it with ``Broker.run_call``."""
 
-    __slots__ = ("request_id", "target", "method", "answer", "args", "kwargs")
+    __slots__ = ("request_id", "target", "method", "answer", "args", "kwargs", "update")
 
     def __init__(self, request_id: int, target: Any, method: str, answer: bool,
-                 args: Any, kwargs: Any) -> None:
+                 args: Any, kwargs: Any, update: bool = False) -> None:
+        self.update = update  # a cachemessage: an observe_ update for a RemoteCache
         self.request_id = request_id
         self.target = target
         self.method = method
@@ -278,6 +279,8 @@ class Broker:
         the protocol; the connection must then be closed.
         """
         events: list[Any] = []
+        if not self.connected:
+            return events  # bytes that were already in flight when we gave up
         if self.dialect is None:
             found = self.decoder.feed(data, limit=1)
             while found and self.dialect is None:
@@ -348,7 +351,8 @@ class Broker:
             if answer:
                 self.send_error(request_id, Error("method name is not UTF-8"))
             return
-        events.append(IncomingCall(request_id, target, method, bool(answer), args, kwargs))
+        events.append(IncomingCall(request_id, target, method, bool(answer), args, kwargs,
+                                   expr[0] == b"cachemessage"))
 
     def _cache_target(self, cache_id: Any) -> Any:
         return self.locally_cached.get(cache_id) if type(cache_id) in (int, bytes) else None

@@ -311,3 +311,13 @@ def test_client_owned_cache_held_by_the_server(pb_server, pb_client):
     assert ref.callRemote("look") == 2
     ref.callRemote("drop")
     assert counter.stop_event.wait(5)
+
+
+def test_thousands_of_updates_to_one_holder_all_arrive_in_order(pb_server, pb_client):
+    root = Root()
+    ref = pb_client(pb_server(root)).getRootObject()
+    cache = ref.callRemote("counter")
+    for value in range(5000):  # far past the per-connection limit on concurrent calls
+        root.counter.set(value)
+    assert ref.callRemote("set", 5000) == 5000
+    assert cache.updates == list(range(5001))
