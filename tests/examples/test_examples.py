@@ -194,16 +194,15 @@ def test_trap_try_except_instead_of_errbacks(start_server, run_client):
     assert server.stderr == ""  # a clean stop: nothing logged
 
 
-def shut_down(port):
-    """Call the receiver's remote_shutdown from this process."""
-    with pb.PBClient("127.0.0.1", port, timeout=10) as client:
-        try:
-            client.getRootObject().callRemote("shutdown")
-        except pb.PBConnectionLost:
-            pass  # the server may hang up before its answer gets out
+def shut_down(pb_client, port):
+    """Call the receiver's remote_shutdown from this process (pbgreen's pytest plugin)."""
+    try:
+        pb_client(port).getRootObject().callRemote("shutdown")
+    except pb.PBConnectionLost:
+        pass  # the server may hang up before its answer gets out
 
 
-def test_copy_sends_a_pond_by_value(start_server, run_client):
+def test_copy_sends_a_pond_by_value(start_server, run_client, pb_client):
     server = start_server("copy_receiver.py")
     result = run_client("copy_sender.py", server.port)
     assert_lines(client_stdout(result), [
@@ -212,7 +211,7 @@ def test_copy_sends_a_pond_by_value(start_server, run_client):
         r"copy_sender\.CopyPond",
         r"pond arrived safe and sound",
     ])
-    shut_down(server.port)
+    shut_down(pb_client, server.port)
     assert server.wait_exit() == 0, server.stderr
     server.stop()
     assert_lines(server.stdout, [
@@ -224,14 +223,14 @@ def test_copy_sends_a_pond_by_value(start_server, run_client):
     assert server.stderr == ""
 
 
-def test_copy2_controls_the_copied_state(start_server, run_client):
+def test_copy2_controls_the_copied_state(start_server, run_client, pb_client):
     server = start_server("copy2_receiver.py")
     result = run_client("copy2_sender.py", server.port)
     assert_lines(client_stdout(result), [
         r"count 7",
         r"pond arrived safe and sound",
     ])
-    shut_down(server.port)
+    shut_down(pb_client, server.port)
     assert server.wait_exit() == 0, server.stderr
     server.stop()
     assert_lines(server.stdout, [
