@@ -521,18 +521,27 @@ class Broker:
         """Run ``callback`` once the peer has released every reference to ``obj``."""
         self._cleanups.setdefault(obj.processUniqueID(), []).append(callback)
 
-    def _proxy(self, luid: Any, perspective: Any) -> RemoteReference:
-        slot = self._remote_refs.get(luid)
+    def _live_handle(self, handles: dict[Any, Any], command: bytes, key: Any,
+                     make: Callable[[], Any]) -> Any:
+        """The one live handle for ``key``, counting this receipt.
+
+        When it dies, as many ``command`` messages (decref or decache) as it
+        counted receipts are queued for the peer.
+        """
+        slot = handles.get(key)
         if slot is not None:
-            ref = slot[0]()
-            if ref is not None:
+            handle = slot[0]()
+            if handle is not None:
                 slot[1][0] += 1
-                return ref
+                return handle
+        handle = make()
         cell = [1]
-        ref = RemoteReference(self.invoker, luid, perspective)
-        self._remote_refs[luid] = (weakref.ref(ref, self._died_callback(b"decref", luid, cell)),
-                                   cell)
-        return ref
+        handles[key] = (weakref.ref(handle, self._died_callback(command, key, cell)), cell)
+        return handle
+
+    def _proxy(self, luid: Any, perspective: Any) -> RemoteReference:
+        return self._live_handle(self._remote_refs, b"decref", luid,
+                                 lambda: RemoteReference(self.invoker, luid, perspective))
 
     def _died_callback(self, command: bytes, key: Any, cell: list[int]) -> Callable[[Any], None]:
         # Runs inside garbage collection: only append to a deque and poke the driver.
@@ -617,21 +626,14 @@ class Broker:
         return entry.object
 
     def _cache_handle(self, cache_id: Any) -> Any:
-        slot = self._cache_handles.get(cache_id)
-        if slot is not None:
-            handle = slot[0]()
-            if handle is not None:
-                slot[1][0] += 1
-                return handle
-        root = self.locally_cached[cache_id]
-        cls = type(root)
-        handle = cls.__new__(cls)
-        handle.__dict__ = root.__dict__  # observe_ calls update the root; the handle sees it
-        cell = [1]
-        self._cache_handles[cache_id] = (
-            weakref.ref(handle, self._died_callback(b"decache", cache_id, cell)), cell)
-        self._cache_of[id(handle)] = (weakref.ref(handle), cache_id)
-        return handle
+        def make() -> Any:
+            root = self.locally_cached[cache_id]
+            cls = type(root)
+            handle = cls.__new__(cls)
+            handle.__dict__ = root.__dict__  # observe_ calls update the root; the handle sees it
+            self._cache_of[id(handle)] = (weakref.ref(handle), cache_id)
+            return handle
+        return self._live_handle(self._cache_handles, b"decache", cache_id, make)
 
     def _cache_id_of(self, cache: Any) -> Any:
         entry = self._cache_of.get(id(cache))
