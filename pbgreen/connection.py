@@ -291,7 +291,8 @@ class Connection:
         running = list(self._calls)
         if self._updater is not None:
             running.append(self._updater)
-        gevent.killall(running, timeout=timeout)
+        current = gevent.getcurrent()
+        gevent.killall([g for g in running if g is not current], timeout=timeout)
 
     def _lost(self, reason: Any) -> None:
         if self.closed:

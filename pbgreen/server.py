@@ -25,7 +25,7 @@ class PBServer:
     """Serve a root object, or a portal for login, over PB.
 
     Args:
-        root: the object every connection reaches as its root. If it has a
+        root_or_portal: the object every connection reaches as its root. If it has a
             ``rootObject(connection)`` method (``pb.Root`` does), that is
             called per connection to get the root for it. A ``Portal``
             serves PB login, wire-compatible with Twisted's
@@ -42,11 +42,18 @@ class PBServer:
             handshake before it is closed.
     """
 
-    def __init__(self, root: Any, port: int = portno, host: str = "0.0.0.0",
+    def __init__(self, root_or_portal: Any, port: int = portno, host: str = "0.0.0.0",
                  ssl_context: ssl.SSLContext | None = None, unsafeTracebacks: bool = False,
                  security: SecurityOptions | None = None, max_connections: int = 10_000,
                  max_calls: int = 1000, handshake_timeout: float = 30.0) -> None:
-        self.root = PortalRoot(root) if isinstance(root, Portal) else root
+        root = root_or_portal
+        if isinstance(root, Portal):
+            root = PortalRoot(root)
+        elif not hasattr(root, "remoteMethod"):
+            raise TypeError(f"cannot serve {root!r}: give PBServer a pb.Root (or another "
+                            "pb.Referenceable) or a pb.Portal")
+        self.root = root
+        self._stopping = False
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
         self.max_calls = max_calls
@@ -63,19 +70,31 @@ class PBServer:
 
     def start(self) -> None:
         """Start listening and return at once."""
+        if self._stopping:
+            raise RuntimeError("this PBServer was stopped; create a new one to serve again")
         if not self._server.started:
-            self._stopped.clear()
             self._server.start()
 
     def serve_forever(self) -> None:
-        """Start if needed, then block until ``stop()``."""
+        """Start if needed, then block until ``stop()`` (at once if it already ran)."""
+        if self._stopping:
+            return
         self.start()
         self._stopped.wait()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop listening and close every connection."""
+        """Stop listening and close every connection.
+
+        May be called from anywhere, including a remote method of this server:
+        the calling greenlet is not killed, and ``serve_forever`` returns.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        self._server.close()  # no new connections from here on
         for connection in list(self.connections):
             connection.close("server stopping")
+        for connection in list(self.connections):
             connection.kill_calls(timeout=timeout)
         self._server.stop(timeout=timeout)
         self._stopped.set()
@@ -105,8 +124,9 @@ class PBServer:
         try:
             connection.run(self.handshake_timeout)
         finally:
+            # Calls still running finish on their own (as in Twisted); their
+            # answers are dropped, since the connection is gone.
             self.connections.discard(connection)
-            connection.kill_calls(timeout=1)
 
     def _tls_handshake(self, sock: Any, address: Any) -> Any:
         tls = wrap_tls(sock, self.ssl_context, server_side=True)

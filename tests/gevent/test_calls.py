@@ -256,3 +256,60 @@ def test_log_records_name_the_peer_and_nothing_goes_to_stdout(pb_server, pb_clie
     assert len(records) == 1 and records[0].name.startswith("pbgreen")
     assert str(port) in records[0].getMessage()
     assert capfd.readouterr().out == ""
+
+
+def test_stop_from_inside_a_remote_method_stops_the_server():
+    class Stoppable(pb.Root):
+        def remote_shutdown(self):
+            self.server.stop()
+            return "stopping"
+    root = Stoppable()
+    server = root.server = pb.PBServer(root, port=0, host="127.0.0.1")
+    runner = gevent.spawn(server.serve_forever)
+    gevent.sleep(0)
+    client = pb.PBClient("127.0.0.1", server.address[1], timeout=5)
+    try:
+        try:
+            client.getRootObject().callRemote("shutdown")
+        except pb.PBConnectionLost:
+            pass  # the answer may not get out before the connection closes
+        runner.join(timeout=5)
+        assert runner.dead and runner.successful()
+        with pytest.raises(OSError):
+            pb.PBClient("127.0.0.1", server.address[1], timeout=2)
+    finally:
+        client.close()
+
+
+def test_serve_forever_after_stop_returns_and_start_explains(root):
+    server = pb.PBServer(root, port=0, host="127.0.0.1")
+    runner = gevent.spawn(server.serve_forever)
+    server.stop()
+    runner.join(timeout=5)
+    assert runner.dead and runner.successful()
+    with pytest.raises(RuntimeError, match="create a new one"):
+        server.start()
+
+
+def test_a_root_must_be_a_flavor_or_a_portal():
+    class NotARoot:
+        def remote_x(self):
+            return 1
+    with pytest.raises(TypeError, match="pb.Root"):
+        pb.PBServer(NotARoot(), port=0)
+    server = pb.PBServer(root_or_portal=pb.Root(), port=0, host="127.0.0.1")
+    server.stop()
+
+
+def test_a_call_still_running_when_its_client_leaves_finishes(pb_server, pb_client):
+    done = gevent.event.Event()
+
+    class Slow(pb.Root):
+        def remote_work(self):
+            gevent.sleep(0.2)
+            done.set()
+    client = pb_client(pb_server(Slow()))
+    client.getRootObject().callRemote("work", pbanswer=False)
+    gevent.sleep(0.05)
+    client.close()
+    assert done.wait(5)
