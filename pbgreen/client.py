@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 from typing import Any
 
 import gevent
@@ -16,6 +17,10 @@ from .jelly import SecurityOptions
 from .reference import RemoteReference
 
 __all__ = ["PBClient", "connect"]
+
+# Limits a client may set (see banana.Decoder and Connection).
+_OPTIONS = frozenset({"max_calls", "size_limit", "prefix_limit", "max_depth",
+                      "max_message_size", "max_items"})
 
 
 class PBClient:
@@ -40,6 +45,14 @@ class PBClient:
                  ssl_context: ssl.SSLContext | None = None,
                  security: SecurityOptions | None = None, **options: Any) -> None:
         self.address = (host, port)
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise TypeError(f"PBClient got unexpected option(s) {sorted(unknown)}; it takes "
+                            f"timeout, ssl_context, security and {sorted(_OPTIONS)}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:  # the timeout bounds connect, TLS and handshake together
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             sock = socket.create_connection((host, port), timeout=timeout)
         except socket.timeout:
@@ -49,12 +62,12 @@ class PBClient:
                 from None
         set_nodelay(sock)
         if ssl_context is not None:
-            sock = self._tls_handshake(sock, ssl_context, host, port, timeout)
+            sock = self._tls_handshake(sock, ssl_context, host, port, left())
         sock.settimeout(None)
         self.connection = Connection(sock, is_client=True, security=security,
                                      peer=(host, port), **options)
         self.connection.start()
-        if not self.connection.wait_ready(timeout):
+        if not self.connection.wait_ready(left()):
             reason = self.connection.close_reason
             self.connection.close("handshake did not finish")
             if reason is None:

@@ -44,6 +44,7 @@ log = logging.getLogger("pbgreen.connection")
 
 RECV_SIZE = 256 * 1024
 IDLE_WORKERS = 8  # call workers kept waiting per connection
+BACKLOG_FACTOR = 10  # calls queued per connection, as a multiple of max_calls
 
 _live: "weakref.WeakSet[Connection]" = weakref.WeakSet()
 
@@ -115,48 +116,83 @@ class _Wait:
         self.run_callback(self.waiter.throw, exc)
 
 
-class CallResult:
-    """What ``callRemoteAsync`` returns: ``get(timeout=None)`` gives the answer.
+class CallResult(AsyncResult):
+    """What ``callRemoteAsync`` returns: a gevent ``AsyncResult`` for the answer.
 
-    ``get`` returns the answer or raises exactly as ``callRemote`` would;
-    ``ready()`` tells whether it arrived; ``wait(timeout)`` waits without
-    raising.
+    ``get(timeout=None)`` returns the answer or raises exactly as
+    ``callRemote`` would (``gevent.Timeout`` if ``timeout`` passes first);
+    ``ready()``, ``successful()``, ``value``, ``exception``, ``wait()`` and
+    ``rawlink()`` work as on any ``AsyncResult``, so ``gevent.wait`` and
+    ``gevent.joinall`` accept it. The answer is rebuilt in the greenlet that
+    first asks for it. An answer nobody reads gives its references back when
+    this object is garbage.
     """
 
-    __slots__ = ("_connection", "_request_id", "_result", "_perspective", "_done", "_value",
-                 "_error")
-
-    def __init__(self, connection: "Connection", request_id: int, result: AsyncResult,
-                 perspective: Any) -> None:
+    def __init__(self, connection: "Connection", perspective: Any) -> None:
+        super().__init__()
         self._connection = connection
-        self._request_id = request_id
-        self._result = result
         self._perspective = perspective
-        self._done = False
-        self._value: Any = None
+        self._read = False
+        self._answer: Any = None
         self._error: BaseException | None = None
 
-    def ready(self) -> bool:
-        """Whether the answer (or an error) has arrived."""
-        return self._done or self._result.ready()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds; return ``ready()``."""
-        self._result.wait(timeout)
-        return self.ready()
+    def _outcome(self) -> None:
+        if self._read:
+            return
+        self._read = True
+        reply = super().value
+        if reply is None:  # pbanswer=False
+            return
+        try:
+            self._answer = self._connection._outcome(reply, self._perspective)
+        except Exception as exc:
+            self._error = exc
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        """Return the answer, or raise the remote error (``gevent.Timeout`` on timeout)."""
-        if not self._done:
-            reply = self._result.get(block, timeout)
-            self._done = True
-            try:
-                self._value = self._connection._outcome(reply, self._perspective)
-            except Exception as exc:
-                self._error = exc
+        """The answer, or the remote error raised (see ``callRemote``)."""
+        super().get(block, timeout)  # raises PBConnectionLost, gevent.Timeout
+        self._outcome()
         if self._error is not None:
             raise self._error
-        return self._value
+        return self._answer
+
+    def get_nowait(self) -> Any:
+        """``get(block=False)``."""
+        return self.get(block=False)
+
+    @property
+    def value(self) -> Any:
+        """The answer once it arrived without error, else ``None``."""
+        if not self.ready() or super().exception is not None:
+            return None
+        self._outcome()
+        return self._answer
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The error the call raised (remote, refused, connection lost), else ``None``."""
+        if not self.ready():
+            return None
+        lost = super().exception
+        if lost is not None:
+            return lost
+        self._outcome()
+        return self._error
+
+    def successful(self) -> bool:
+        """Whether the answer arrived and is not an error."""
+        return self.ready() and self.exception is None
+
+    def __del__(self) -> None:
+        # Only queues decrefs (no I/O): the driver writes them on its next flush.
+        if not self._read and self.ready() and super().exception is None:
+            reply = super().value
+            if reply is not None:
+                protocol = self._connection.protocol
+                protocol.release_value(reply.sexp)
+                protocol.done_with(reply)
+                if protocol.on_decref_queued is not None and not self._connection.closed:
+                    protocol.on_decref_queued()
 
 
 class Connection:
@@ -168,7 +204,9 @@ class Connection:
         root: the object the peer reaches as ``root`` (acceptor only).
         security: ``jelly.SecurityOptions`` for what may arrive.
         unsafe_tracebacks: send full tracebacks with errors.
-        max_calls: incoming calls allowed to run at once on this connection.
+        max_calls: incoming calls allowed to run at once on this connection;
+            more wait their turn (up to ten times as many), past that they are
+            answered with an error.
     """
 
     def __init__(self, sock: Any, *, is_client: bool, root: Any = None,
@@ -188,6 +226,7 @@ class Connection:
         self._calls: set[gevent.Greenlet] = set()
         self._idle: list[Waiter] = []
         self._updates: deque[IncomingCall] = deque()  # cache updates, applied in order
+        self._backlog: deque[IncomingCall] = deque()  # calls waiting for a free worker
         self._updater: gevent.Greenlet | None = None
         self._notify: list[tuple[RemoteReference, Callable[[RemoteReference], Any]]] = []
         self._reader: gevent.Greenlet | None = None
@@ -307,6 +346,7 @@ class Connection:
             self.sock.close()
         except OSError:
             pass
+        self._backlog.clear()
         idle, self._idle = self._idle, []
         for waiter in idle:  # idle workers end
             self._hub.loop.run_callback(waiter.switch, None)
@@ -371,7 +411,13 @@ class Connection:
             token = None
         request_id = self.protocol.send_call(ref.luid, name, args, kwargs, ref.perspective,
                                              token)
-        self.flush()
+        flushed = False
+        try:
+            self.flush()
+            flushed = True
+        finally:
+            if not flushed:  # interrupted while the bytes waited to go: nobody will wait
+                self.protocol.abandon(request_id)
         return request_id if token is not None else None
 
     def call(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
@@ -399,15 +445,10 @@ class Connection:
     def call_async(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> CallResult:
         """Send a call; return a ``CallResult`` to collect the answer later."""
-        result = AsyncResult()
-        request_id = self._send(ref, name, args, kwargs, result)
-        if request_id is None:
-            result = AsyncResult()
-            result.set(None)
-            done = CallResult(self, request_id, result, ref.perspective)
-            done._done = True
-            return done
-        return CallResult(self, request_id, result, ref.perspective)
+        result = CallResult(self, ref.perspective)
+        if self._send(ref, name, args, kwargs, result) is None:
+            result.set(None)  # pbanswer=False: there is no answer to wait for
+        return result
 
     def _outcome(self, reply: Reply, perspective: Any) -> Any:
         value = self.protocol.read_reply(reply, perspective)
@@ -429,11 +470,14 @@ class Connection:
         if self._idle:  # a worker from an earlier call is waiting: no spawn needed
             return _hand_over(self._idle.pop(), call, self._hub.loop.run_callback, direct)
         if len(self._calls) >= self.max_calls:
-            if call.answer:
+            # Every worker is busy: the call waits its turn, up to a bound.
+            if len(self._backlog) < self.max_calls * BACKLOG_FACTOR:
+                self._backlog.append(call)
+            elif call.answer:
                 self.protocol.send_error(call.request_id, Error(
-                    f"too many calls in flight on this connection (limit {self.max_calls}); "
-                    "wait for answers before sending more"))
-            return direct
+                    f"too many calls waiting on this connection ({self.max_calls} running, "
+                    f"{len(self._backlog)} queued); wait for answers before sending more"))
+            return False
         self._calls.add(gevent.spawn(self._worker, [call]))
         return False
 
@@ -441,11 +485,17 @@ class Connection:
         updates = self._updates
         try:
             while updates and not self.closed:
-                self.protocol.run_call(updates.popleft())
+                self._run(updates.popleft())
                 if not updates:
                     self.flush()
         finally:
             self._updater = None
+
+    def _run(self, call: IncomingCall) -> None:
+        try:
+            self.protocol.run_call(call)
+        except gevent.Timeout as exc:  # the method's own timeout escaped: answer, go on
+            self.protocol.report(call, exc)
 
     def _worker(self, first: list[IncomingCall]) -> None:
         # Runs incoming calls one after another. Spawning a gevent Greenlet
@@ -456,8 +506,10 @@ class Connection:
         call: IncomingCall | None = first.pop()
         try:
             while call is not None:
-                self.protocol.run_call(call)
-                call = None
+                self._run(call)
+                call = self._backlog.popleft() if self._backlog and not self.closed else None
+                if call is not None:
+                    continue
                 self.flush()
                 if self.closed or len(self._idle) >= IDLE_WORKERS:
                     return

@@ -24,7 +24,7 @@ import hmac
 import secrets
 import string
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from .errors import LoginFailed, UnauthorizedLogin, UnhandledCredentials
 from .flavors import AsReferenceable, Referenceable, Root
@@ -42,6 +42,7 @@ class IPerspective:
     """The interface PB asks realms for: an avatar reachable over PB."""
 
 
+@runtime_checkable
 class IRealm(Protocol):
     """What a realm does: turn an avatar id into an avatar."""
 
@@ -55,6 +56,7 @@ class IRealm(Protocol):
         ...
 
 
+@runtime_checkable
 class ICredentialsChecker(Protocol):
     """What a checker does: accept some kinds of credentials, return an avatar id."""
 
@@ -191,11 +193,15 @@ class Portal:
 class _Session:
     """One login's avatar; runs ``logout`` once, whichever comes first."""
 
-    def __init__(self, logout: Callable[[], Any] | None) -> None:
+    def __init__(self, logout: Callable[[], Any] | None, protocol: Any = None) -> None:
         self._logout = logout
+        self._protocol = protocol
 
     def end(self) -> None:
         logout, self._logout = self._logout, None
+        if self._protocol is not None:  # ended by a release: no disconnect hook needed
+            self._protocol.forget_lost(self.end)
+            self._protocol = None
         if logout is not None:
             logout()
 
@@ -239,10 +245,11 @@ class PortalRoot(Root):
     def _avatar(self, credentials: Any, mind: Any) -> Referenceable:
         interface, avatar, logout = self.portal.login(credentials, mind, IPerspective)
         reference = avatar if isinstance(avatar, Referenceable) else AsReferenceable(avatar)
-        session = _Session(logout)
         if self.connection is not None:
-            self.connection.protocol.on_release(reference, session.end)
-            self.connection.protocol.on_lost(session.end)
+            protocol = self.connection.protocol
+            session = _Session(logout, protocol)
+            protocol.on_release(reference, session.end)
+            protocol.on_lost(session.end)
         return reference
 
 
@@ -268,6 +275,7 @@ class _Challenger(Referenceable):
             avatar = root._avatar(credentials, mind)
         except UnauthorizedLogin:
             root.penalty = min(max(root.first_penalty, root.penalty * 2), root.max_penalty)
+            root._next_turn = max(root._next_turn, time.monotonic() + root.penalty)
             raise
         root.penalty = 0.0
         return avatar

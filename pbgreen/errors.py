@@ -35,8 +35,8 @@ from typing import Any
 
 
 def qual(cls: type) -> str:
-    """The fully qualified name PB uses for a class: ``module.QualName``."""
-    return f"{cls.__module__}.{cls.__qualname__}"
+    """The fully qualified name PB uses for a class: ``module.Name`` (as Twisted's)."""
+    return f"{cls.__module__}.{cls.__name__}"
 
 
 # Known pb.Error subclasses by qualified name, so a remote error can become an
@@ -250,6 +250,9 @@ def make_copied_failure(type_name: str, value: str, traceback: str,
         if local is not None:
             break
     cls = copied_failure_class(local)
-    exc = cls.__new__(cls)
+    try:
+        exc = cls.__new__(cls)
+    except TypeError:  # a class whose __new__ needs arguments (ExceptionGroup, ...)
+        exc = CopiedFailure.__new__(CopiedFailure)
     CopiedFailure.__init__(exc, type_name, value, traceback, parents)
     return exc

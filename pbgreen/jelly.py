@@ -138,10 +138,11 @@ def setUnjellyableFactoryForClass(remote: type | str, factory: Callable[[Any], A
 
 def setUnjellyableForClassTree(module: types.ModuleType, baseClass: type,
                                prefix: str | None = None) -> None:
-    """Register every subclass of ``baseClass`` defined in ``module``.
+    """Register every class in ``module`` that is ``baseClass`` or a subclass of it.
 
-    Each class ``C`` is accepted under the name ``prefix + "." + C.__name__``
-    (``prefix`` defaults to the module's name) and built as ``C``.
+    As in Twisted: each module attribute ``name`` holding such a class is
+    accepted under ``prefix + "." + name`` (``prefix`` defaults to the
+    module's name) and built as that class.
     """
     if prefix is None:
         prefix = module.__name__
@@ -149,8 +150,8 @@ def setUnjellyableForClassTree(module: types.ModuleType, baseClass: type,
         prefix = prefix + "."
     for name in dir(module):
         obj = getattr(module, name)
-        if isinstance(obj, type) and issubclass(obj, baseClass) and obj is not baseClass:
-            setUnjellyableForClass(prefix + obj.__name__, obj)
+        if isinstance(obj, type) and issubclass(obj, baseClass):
+            setUnjellyableForClass(prefix + name, obj)
 
 
 # --------------------------------------------------------------------------------------

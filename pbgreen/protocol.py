@@ -517,6 +517,11 @@ class Broker:
         """Run ``callback`` when the connection goes (with the other disconnect callbacks)."""
         self._on_lost.append(callback)
 
+    def forget_lost(self, callback: Callable[[], Any]) -> None:
+        """Undo ``on_lost(callback)``."""
+        if callback in self._on_lost:
+            self._on_lost.remove(callback)
+
     def on_release(self, obj: Any, callback: Callable[[], Any]) -> None:
         """Run ``callback`` once the peer has released every reference to ``obj``."""
         self._cleanups.setdefault(obj.processUniqueID(), []).append(callback)
@@ -741,8 +746,15 @@ class Broker:
         perspective = None
         try:
             method, perspective = call.target.remoteMethod(call.method)
-            args = self._unjelly(call.args, perspective)
-            kwargs = self._unjelly(call.kwargs, perspective)
+            try:
+                args = self._unjelly(call.args, perspective)
+                kwargs = self._unjelly(call.kwargs, perspective)
+            except InsecureJelly as exc:  # the caller sent something refused: its problem
+                log.info("refused the arguments %s sent for %s: %s", self.peer,
+                            call.method, exc)
+                if call.answer and self.connected:
+                    self.send_error(call.request_id, exc)
+                return
             if type(args) is not tuple:
                 args = tuple(args) if type(args) is list else (args,)
             if type(kwargs) is not dict:
@@ -752,20 +764,21 @@ class Broker:
                           for k, v in kwargs.items()}
             result = method(*args, **kwargs)
         except Exception as exc:
-            self._report(call, exc)
+            self.report(call, exc)
             return
         if call.answer and self.connected:
             try:
                 self._out += self._jelly_message([b"answer", call.request_id], (result,),
                                                  perspective)
             except Exception as exc:
-                self._report(call, exc)
+                self.report(call, exc)
         del args, kwargs  # their references are released after the answer is queued
 
-    def _report(self, call: IncomingCall, exc: Exception) -> None:
+    def report(self, call: IncomingCall, exc: BaseException) -> None:
+        """Log a failed incoming call as PB does, and answer it with the error."""
         if isinstance(exc, LoginFailed):
             log.info("login refused for %s (%s)", self.peer, type(exc).__name__)
-        elif isinstance(exc, (Error, CopiedFailure, InsecureJelly)):
+        elif isinstance(exc, Error):  # expected: the caller gets it, nothing to log
             log.debug("call %s from %s failed: %r", call.method, self.peer, exc)
         else:
             log.error("Peer Will Receive PB Traceback (%s calling %s)", self.peer, call.method,
