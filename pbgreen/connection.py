@@ -3,18 +3,25 @@
 How it works.
 
 * **Reading.** One reader greenlet (``run``) receives bytes and feeds the
-  broker. It never runs user code: an incoming call is handed to a new
-  greenlet (at most ``max_calls`` at once per connection; past that the call
-  is answered with an error at once), answers are handed to the greenlet
-  waiting for them, callbacks (logout, disconnect notices) get a greenlet.
+  broker. It never runs user code. An incoming call goes to a worker
+  greenlet: an idle one from an earlier call if there is one (up to
+  ``IDLE_WORKERS`` wait per connection, because spawning records a stack
+  and costs more than a small call), else a new one, at most ``max_calls``
+  running; past that calls wait their turn in a bounded backlog. Cache
+  updates go to one greenlet per connection that applies them in order.
+  When nothing is queued ahead, the reader switches straight to the worker
+  or to the caller waiting for an answer, and the hub resumes the reader
+  afterwards; otherwise the hand-over is queued, so events always start in
+  arrival order.
 * **Writing.** Whoever queued bytes calls ``flush``; if another greenlet is
   already writing, it will take the new bytes too, so writes are coalesced
   and leave in the order they were queued. ``socket.send`` can only be
   interrupted (by ``gevent.Timeout``) while waiting, before it sent anything,
   so an interrupted writer puts the unsent rest back and a fresh greenlet
   finishes the job: a frame is never cut.
-* **Waiting.** Each call waits on its own ``AsyncResult``, then unjellies the
-  answer in its own greenlet. A caller that stops waiting (timeout, kill)
+* **Waiting.** A blocking call waits on a ``gevent.hub.Waiter``
+  (``callRemoteAsync`` on a ``CallResult``, an ``AsyncResult``), then
+  unjellies the answer in its own greenlet. A caller that stops waiting (timeout, kill)
   abandons its request: the late answer is dropped and the references in it
   are given back.
 * **Decrefs.** Garbage collection of a ``RemoteReference`` only queues a
