@@ -70,6 +70,7 @@ sys.path.insert(0, HERE)
 
 # Shared helpers of the round-trip benchmark (no side effects on import).
 from run import (  # noqa: E402
+    stop_child,
     _is_socket,
     current_rss_kb,
     emit,
@@ -642,27 +643,7 @@ class Child:
             pass
 
     def close(self, grace=3.0):
-        proc = self.proc
-        if proc.poll() is None:
-            try:
-                proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                if stream:
-                    stream.close()
-            except (BrokenPipeError, OSError):
-                pass
+        stop_child(self.proc, grace)
 
 
 class Failed(Exception):

@@ -781,6 +781,30 @@ def client_twisted(args):
 # --------------------------------------------------------------------------
 
 
+def stop_child(proc, grace):
+    """Close a child's stdin (its cue to exit), then terminate, then kill; close its pipes."""
+    if proc.poll() is None:
+        try:
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            if stream:
+                stream.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+
 class Child:
     """A child process running this file; killed for sure in close()."""
 
@@ -831,27 +855,7 @@ class Child:
             pass
 
     def close(self, grace=5.0):
-        proc = self.proc
-        if proc.poll() is None:
-            try:
-                proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                if stream:
-                    stream.close()
-            except (BrokenPipeError, OSError):
-                pass
+        stop_child(self.proc, grace)
 
 
 def child_argv(args, role, system, extra=()):
