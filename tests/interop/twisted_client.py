@@ -12,15 +12,14 @@ so each one can be checked Twisted-to-Twisted first.
 """
 
 import gc
-import json
 import sys
-import traceback
 
 from twisted.internet import defer, reactor, task
 from twisted.spread import flavors, jelly, pb
 
 import interop_values
-from twisted_common import Checker, MyError, Point, RemoteCounter, describe_point
+from twisted_common import (Checker, MyError, Point, RemoteCounter, describe_point,
+                            run_scenario)
 
 DEADLINE = 20.0  # seconds for a whole scenario
 
@@ -494,42 +493,11 @@ def main(argv):
         )
         return 2
     scenario, host, port = argv[1], argv[2], int(argv[3])
-    status = {"code": 1}
-
     factory = pb.PBClientFactory()
     reactor.connectTCP(host, port, factory, timeout=10)
     d = factory.getRootObject()
     d.addCallback(SCENARIOS[scenario])
-
-    def done(result):
-        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
-        sys.stdout.flush()
-        status["code"] = 0
-
-    def failed(f):
-        sys.stderr.write("scenario %r failed:\n%s\n" % (scenario, f.getTraceback()))
-
-    d.addCallbacks(done, failed)
-
-    def finish(_):
-        factory.disconnect()
-        reactor.callLater(0, reactor.stop)
-
-    d.addBoth(finish)
-
-    def too_slow():
-        sys.stderr.write("scenario %r: no result after %ss\n" % (scenario, DEADLINE))
-        reactor.stop()
-
-    timer = reactor.callLater(DEADLINE, too_slow)
-    try:
-        reactor.run()
-    except Exception:
-        traceback.print_exc()
-        return 1
-    if timer.active():
-        timer.cancel()
-    return status["code"]
+    return run_scenario(factory, d, scenario, DEADLINE)
 
 
 if __name__ == "__main__":

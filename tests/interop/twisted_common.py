@@ -145,3 +145,47 @@ def describe_point(p):
         "y": getattr(p, "y", None),
         "private_sent": "_private" in vars(p),
     }
+
+
+def run_scenario(factory, deferred, scenario, deadline):
+    """Run the reactor until ``deferred`` (a scenario) fires; print its JSON result.
+
+    Returns the exit status: 0 when the scenario produced a result, 1 when it
+    failed or did not finish within ``deadline`` seconds.
+    """
+    import json
+    import traceback
+
+    from twisted.internet import reactor
+
+    status = {"code": 1}
+
+    def done(result):
+        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+        sys.stdout.flush()
+        status["code"] = 0
+
+    def failed(f):
+        sys.stderr.write("scenario %r failed:\n%s\n" % (scenario, f.getTraceback()))
+
+    deferred.addCallbacks(done, failed)
+
+    def finish(_):
+        factory.disconnect()
+        reactor.callLater(0, reactor.stop)
+
+    deferred.addBoth(finish)
+
+    def too_slow():
+        sys.stderr.write("scenario %r: no result after %ss\n" % (scenario, deadline))
+        reactor.stop()
+
+    timer = reactor.callLater(deadline, too_slow)
+    try:
+        reactor.run()
+    except Exception:
+        traceback.print_exc()
+        return 1
+    if timer.active():
+        timer.cancel()
+    return status["code"]

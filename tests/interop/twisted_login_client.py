@@ -15,13 +15,13 @@ avatar. The pbgreen realm in test_login_interop.py implements exactly that.
 """
 
 import gc
-import json
 import sys
-import traceback
 
 from twisted.cred import credentials, error
 from twisted.internet import defer, reactor, task
 from twisted.spread import pb
+
+from twisted_common import run_scenario
 
 DEADLINE = 20.0  # seconds for a whole scenario
 
@@ -195,41 +195,10 @@ def main(argv):
         )
         return 2
     scenario, host, port = argv[1], argv[2], int(argv[3])
-    status = {"code": 1}
-
     factory = pb.PBClientFactory()
     reactor.connectTCP(host, port, factory, timeout=10)
     d = defer.maybeDeferred(SCENARIOS[scenario], factory)
-
-    def done(result):
-        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
-        sys.stdout.flush()
-        status["code"] = 0
-
-    def failed(f):
-        sys.stderr.write("scenario %r failed:\n%s\n" % (scenario, f.getTraceback()))
-
-    d.addCallbacks(done, failed)
-
-    def finish(_):
-        factory.disconnect()
-        reactor.callLater(0, reactor.stop)
-
-    d.addBoth(finish)
-
-    def too_slow():
-        sys.stderr.write("scenario %r: no result after %ss\n" % (scenario, DEADLINE))
-        reactor.stop()
-
-    timer = reactor.callLater(DEADLINE, too_slow)
-    try:
-        reactor.run()
-    except Exception:
-        traceback.print_exc()
-        return 1
-    if timer.active():
-        timer.cancel()
-    return status["code"]
+    return run_scenario(factory, d, scenario, DEADLINE)
 
 
 if __name__ == "__main__":
