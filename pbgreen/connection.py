@@ -195,11 +195,7 @@ class CallResult(AsyncResult):
         if not self._read and self.ready() and super().exception is None:
             reply = super().value
             if reply is not None:
-                protocol = self._connection.protocol
-                protocol.release_value(reply.sexp)
-                protocol.done_with(reply)
-                if protocol.on_decref_queued is not None and not self._connection.closed:
-                    protocol.on_decref_queued()
+                self._connection.protocol.discard(reply)
 
 
 class Connection:
@@ -347,6 +343,7 @@ class Connection:
         self.close_reason = reason
         _live.discard(self)
         self.ready.set()
+        self.protocol.on_decref_queued = None  # no more pokes at a watcher about to close
         self._wake.stop()
         self._wake.close()
         try:
@@ -441,10 +438,7 @@ class Connection:
         finally:
             if reply is None:  # stopped waiting: timeout, kill, or the connection died
                 if waiter.ready() and waiter.successful():  # it came, but too late
-                    self.protocol.release_value(waiter.value.sexp)
-                    self.protocol.done_with(waiter.value)
-                    if not self.closed:
-                        self._wake.send()
+                    self.protocol.discard(waiter.value)
                 else:
                     self.protocol.abandon(request_id)
         return self._outcome(reply, ref.perspective)
@@ -587,8 +581,7 @@ class _ObserverReplies:
             failure = self.protocol.failure_from(reply.sexp)
             log.warning("a cache holder's observe_ method failed (%s): %r", self.protocol.peer,
                         failure)
-        self.protocol.release_value(reply.sexp)
-        self.protocol.done_with(reply)
+        self.protocol.discard(reply)
 
     def set_exception(self, exc: BaseException) -> None:
         pass

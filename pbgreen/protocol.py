@@ -506,6 +506,13 @@ class Broker:
         finally:
             self.done_with(reply)
 
+    def discard(self, reply: Reply) -> None:
+        """A reply nobody will read: give back what it holds; the driver writes the decrefs."""
+        self.release_value(reply.sexp)
+        self.done_with(reply)
+        if self._decrefs and self.on_decref_queued is not None:
+            self.on_decref_queued()
+
     def done_with(self, reply: Reply) -> None:
         """The reply was read (or will never be): release what it pinned."""
         self._unread.discard(reply)
