@@ -98,30 +98,17 @@ def _pending_calls() -> set[int]:
     return {id(c) for c in live_connections() if c.protocol.pending}
 
 
-def leftovers(before: dict[str, set[Any]], deadline: float) -> list[str]:
-    """What exists now and did not in ``before``, after waiting up to ``deadline`` s."""
-    checks: dict[str, Callable[[], set[Any]]] = {
-        "live pbgreen connection(s)": _connections, "connection(s) with calls waiting": _pending_calls,
-        "live greenlet(s)": _greenlets, "open socket(s)": _sockets}
-    end = time.monotonic() + deadline
-    while True:
-        found = {name: check() - before.get(name, set()) for name, check in checks.items()}
-        found = {name: extra for name, extra in found.items() if extra}
-        if not found or time.monotonic() > end:
-            return [f"{len(extra)} {name}" for name, extra in found.items()]
-        gc.collect()
-        gevent.sleep(0.01)
-
-
-def snapshot() -> dict[str, set[Any]]:
-    """What exists now, for ``leftovers`` to compare against."""
-    gc.collect()
-    return {"live pbgreen connection(s)": _connections(),
-            "connection(s) with calls waiting": _pending_calls(),
-            "live greenlet(s)": _greenlets(), "open socket(s)": _sockets()}
+# What the leak check looks at, by the name it reports.
+_CHECKS: dict[str, Callable[[], set[Any]]] = {
+    "live pbgreen connection(s)": _connections,
+    "connection(s) with calls waiting": _pending_calls,
+    "live greenlet(s)": _greenlets,
+    "open socket(s)": _sockets,
+}
 
 
 def _wait_for(check: Callable[[], set[Any]], before: set[Any], deadline: float) -> set[Any]:
+    """What ``check`` finds beyond ``before``, once it is gone or ``deadline`` s passed."""
     end = time.monotonic() + deadline
     while True:
         extra = check() - before
@@ -129,6 +116,23 @@ def _wait_for(check: Callable[[], set[Any]], before: set[Any], deadline: float) 
             return extra
         gc.collect()
         gevent.sleep(0.01)
+
+
+def leftovers(before: dict[str, set[Any]], deadline: float) -> list[str]:
+    """What exists now and did not in ``before``, after waiting up to ``deadline`` s."""
+    end = time.monotonic() + deadline
+    found = []
+    for name, check in _CHECKS.items():
+        extra = _wait_for(check, before.get(name, set()), max(0.0, end - time.monotonic()))
+        if extra:
+            found.append(f"{len(extra)} {name}")
+    return found
+
+
+def snapshot() -> dict[str, set[Any]]:
+    """What exists now, for ``leftovers`` to compare against."""
+    gc.collect()
+    return {name: check() for name, check in _CHECKS.items()}
 
 
 @pytest.hookimpl(hookwrapper=True)
