@@ -40,10 +40,10 @@ from gevent.hub import Hub
 from gevent.threadpool import _WorkerGreenlet
 from greenlet import greenlet
 
-from .client import PBClient
-from .connection import live_connections
-from .reference import RemoteReference
-from .server import PBServer
+from ..client import PBClient
+from ..connection import live_connections
+from ..reference import RemoteReference
+from ..server import PBServer
 
 __all__ = ["pb_server", "pb_client", "pb_root", "pb_root_object", "pb_leak_check",
            "leftovers", "snapshot"]
