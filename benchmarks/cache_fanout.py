@@ -58,9 +58,7 @@ import gc
 import json
 import os
 import resource
-import selectors
 import signal
-import subprocess
 import sys
 import time
 
@@ -70,18 +68,17 @@ sys.path.insert(0, HERE)
 
 # Shared helpers of the round-trip benchmark (no side effects on import).
 from run import (  # noqa: E402
-    stop_child,
-    _is_socket,
+    connected_nodelay,
     current_rss_kb,
     emit,
-    ensure_nodelay,
-    find_attr,
     gevent_lines,
-    install_pbgreen_server_nodelay,
     peak_rss_kb,
+    read_tagged,
     render_table,
     short_error,
 )
+
+from pbgreen.testing.processes import Child  # noqa: E402
 
 SYSTEMS = ("pbgreen", "twisted")
 SYSTEM_TITLES = {"pbgreen": "pbgreen", "twisted": "Twisted PB"}
@@ -186,7 +183,7 @@ def owner_pbgreen(args):
     import pbgreen as pb
 
     raise_nofile(args.holders)
-    stats = {"connections": 0, "nodelay_preset": [], "nodelay": [], "nodelay_how": None}
+    stats = {"connections": 0, "nodelay_preset": [], "nodelay": []}
 
     class Counter(pb.Cacheable):
         __module__, __qualname__ = CACHE_CLASS.rsplit(".", 1)
@@ -215,12 +212,15 @@ def owner_pbgreen(args):
 
     server = pb.PBServer(Root(), port=0, host=args.host)
     server.start()
-    install_pbgreen_server_nodelay(server, stats)
     emit(f"PORT {server.address[1]}")
     drain_prof = None  # --profile: everything the owner does after the setter loop
     for line in gevent_lines():
         msg = json.loads(line)
         if msg["cmd"] == "observers":
+            # The holders are connected now: look at TCP_NODELAY on their
+            # sockets (as pbgreen set it; the benchmark does not set it).
+            found = list(connected_nodelay().values())
+            stats.update(connections=len(found), nodelay_preset=found, nodelay=found)
             emit("OK", {"observers": len(counter.observers), "rss_kb": current_rss_kb()})
         elif msg["cmd"] == "run":
             # A greenlet that can only run if the setter loop gives up the
@@ -447,12 +447,6 @@ def holders_pbgreen(args):
         client = pb.PBClient(args.host, args.port, timeout=30)
         clients.append(client)
         root = client.getRootObject()
-        sock = find_attr(client, _is_socket) or find_attr(root.broker, _is_socket)
-        if sock is not None:
-            before, after = ensure_nodelay(sock)
-            nodelay["checked"] += 1
-            nodelay["preset"] += before
-            nodelay["after"] += after
         cache = root.callRemote("getCounter")
         if not isinstance(cache, RemoteCounter):
             raise TypeError(f"getCounter returned {cache!r}")
@@ -464,6 +458,9 @@ def holders_pbgreen(args):
     except Exception as exc:
         emit("ERR", f"connecting holders: {short_error(exc)}")
         return
+    # TCP_NODELAY as pbgreen set it on the N sockets (the benchmark does not set it).
+    found = list(connected_nodelay().values())
+    nodelay.update(checked=len(found), preset=sum(found), after=sum(found))
     emit("READY", {"holders": len(tracker.caches), "setup_s": time.perf_counter() - t0,
                    "nodelay": nodelay})
 
@@ -597,53 +594,15 @@ def holders_twisted(args):
 # --------------------------------------------------------------------------
 
 
-class Child:
-    """A child process running this file; killed for sure in close()."""
+def answer(child, tags, timeout):
+    """Wait for a stdout line starting with one of tags; return (tag, decoded rest)."""
+    tag, rest = read_tagged(child, tags, timeout)
+    return tag, (json.loads(rest) if rest else None)
 
-    def __init__(self, argv, label):
-        self.label = label
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), *argv],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
-            cwd=ROOT, text=True, bufsize=1)
 
-    def read_line(self, tags, timeout):
-        """Wait for a stdout line starting with one of tags; return (tag, decoded rest)."""
-        deadline = time.monotonic() + timeout
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"{self.label}: no answer in {timeout:.0f}s")
-                if not sel.select(left):
-                    continue
-                line = self.proc.stdout.readline()
-                if not line:
-                    try:
-                        code = self.proc.wait(timeout=2)
-                    except subprocess.TimeoutExpired:
-                        code = "none yet: it closed its stdout"
-                    raise RuntimeError(f"{self.label}: exited (exit code {code})")
-                line = line.rstrip("\n")
-                for tag in tags:
-                    if line == tag or line.startswith(tag + " "):
-                        rest = line[len(tag):].strip()
-                        return tag, (json.loads(rest) if rest else None)
-                sys.stderr.write(f"[{self.label}] {line}\n")
-        finally:
-            sel.close()
-
-    def send(self, msg):
-        try:
-            self.proc.stdin.write(json.dumps(msg) + "\n")
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            pass
-
-    def close(self, grace=3.0):
-        stop_child(self.proc, grace)
+def command(child, msg):
+    """Send one JSON command line to a child."""
+    child.send(json.dumps(msg) + "\n")
 
 
 class Failed(Exception):
@@ -674,19 +633,21 @@ def run_system(args, system):
     try:
         common = ["--system", system, "--host", args.host, "--holders", str(args.holders),
                   "--alarm", str(int(args.setup_timeout + args.deadline * args.rounds + 120))]
-        owner = Child(["--role", "owner", *common], f"{system} owner")
+        this = [sys.executable, os.path.abspath(__file__)]
+        owner = Child([*this, "--role", "owner", *common], stderr=None, cwd=ROOT,
+                      label=f"{system} owner")
         children.append(owner)
-        _tag, port = owner.read_line(("PORT",), timeout=20)
-        holders = Child(["--role", "holders", "--port", str(port), *common],
-                        f"{system} holders")
+        _tag, port = answer(owner, ("PORT",), timeout=20)
+        holders = Child([*this, "--role", "holders", "--port", str(port), *common],
+                        stderr=None, cwd=ROOT, label=f"{system} holders")
         children.append(holders)
-        tag, ready = holders.read_line(("READY", "ERR"), timeout=args.setup_timeout)
+        tag, ready = answer(holders, ("READY", "ERR"), timeout=args.setup_timeout)
         if tag == "ERR":
             raise Failed(f"holders could not connect: {ready}")
         res["setup_s"] = ready["setup_s"]
         res["holder_nodelay"] = ready["nodelay"]
-        owner.send({"cmd": "observers"})
-        _tag, obs = owner.read_line(("OK",), timeout=30)
+        command(owner, {"cmd": "observers"})
+        _tag, obs = answer(owner, ("OK",), timeout=30)
         res["rss_before_kb"] = obs["rss_kb"]
         if obs["observers"] != args.holders or ready["holders"] != args.holders:
             raise Failed(f"{ready['holders']} holders connected, owner has "
@@ -696,15 +657,15 @@ def run_system(args, system):
             base = r * args.updates
             target = base + args.updates - 1
             profile = args.profile_top if (args.profile and r == 0) else 0
-            holders.send({"cmd": "expect", "target": target, "updates": args.updates,
-                          "profile": profile})
-            holders.read_line(("ARMED",), timeout=30)
+            command(holders, {"cmd": "expect", "target": target, "updates": args.updates,
+                              "profile": profile})
+            answer(holders, ("ARMED",), timeout=30)
             sent = time.monotonic()
             deadline = sent + args.deadline
-            owner.send({"cmd": "run", "base": base, "updates": args.updates,
-                        "profile": profile})
+            command(owner, {"cmd": "run", "base": base, "updates": args.updates,
+                            "profile": profile})
             try:
-                _tag, timing = owner.read_line(("TIME",), timeout=args.deadline)
+                _tag, timing = answer(owner, ("TIME",), timeout=args.deadline)
             except TimeoutError:
                 raise Failed(f"round {r + 1}: the setter loop did not return within "
                              f"{args.deadline:.0f}s") from None
@@ -714,12 +675,12 @@ def run_system(args, system):
                 res["profiles"] = {"setter": timing.pop("profile")}
             rounds.append(timing)  # the setter's numbers stand even if delivery fails
             try:
-                _tag, done = holders.read_line(("DONE",),
-                                               timeout=max(0.1, deadline - time.monotonic()))
+                _tag, done = answer(holders, ("DONE",),
+                                    timeout=max(0.1, deadline - time.monotonic()))
             except TimeoutError:
-                holders.send({"cmd": "status"})
+                command(holders, {"cmd": "status"})
                 try:
-                    _tag, st = holders.read_line(("STATUS",), timeout=5)
+                    _tag, st = answer(holders, ("STATUS",), timeout=5)
                     how_far = (f"{st['holders_with_last']}/{st['holders']} holders had the last "
                                f"update; {st['updates_seen']:,} of "
                                f"{st['holders'] * st['expected_count']:,} updates delivered")
@@ -740,17 +701,17 @@ def run_system(args, system):
             timing["holders_gc_n"] = done["gc_round_collections"]
             if done.get("profile"):
                 res.setdefault("profiles", {})["holders"] = done["profile"]
-        owner.send({"cmd": "stop"})
-        _tag, stats = owner.read_line(("STATS",), timeout=30)
+        command(owner, {"cmd": "stop"})
+        _tag, stats = answer(owner, ("STATS",), timeout=30)
         res["owner_peak_rss_kb"] = stats["peak_rss_kb"]
         res["owner_cpu_s"] = stats["cpu_s"]
         if stats.get("drain_profile"):
             res.setdefault("profiles", {})["drain"] = stats["drain_profile"]
         res["owner_nodelay"] = (sum(stats["nodelay"]), stats["connections"],
                                 sum(stats["nodelay_preset"]))
-        holders.send({"cmd": "quit"})
+        command(holders, {"cmd": "quit"})
         try:
-            _tag, bye = holders.read_line(("BYE",), timeout=30)
+            _tag, bye = answer(holders, ("BYE",), timeout=30)
             res["holders_peak_rss_kb"] = bye["peak_rss_kb"]
         except (TimeoutError, RuntimeError):
             pass
@@ -760,7 +721,7 @@ def run_system(args, system):
         res["error"] = short_error(exc)
     finally:
         for child in reversed(children):
-            child.close(grace=3)
+            child.stop(grace=3, timeout=2)
     res["wall_s"] = time.monotonic() - t_start
     return res
 

@@ -43,9 +43,10 @@ import signal
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import time
+
+from pbgreen.testing.processes import Child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -166,52 +167,37 @@ def ensure_nodelay(sock):
     return bool(before), bool(after)
 
 
-def _is_socket(obj):
-    if isinstance(obj, socket.socket):
-        return True
-    try:
-        import gevent.socket
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(obj, gevent.socket.socket)
+def connected_nodelay():
+    """TCP_NODELAY of each connected TCP socket this process has open, by socket inode.
 
-
-def find_attr(start, predicate, max_depth=4):
-    """Breadth-first search through instance attributes for an object.
-
-    pbgreen's internals are its own business; the benchmark only needs the
-    client's connected socket and the server's StreamServer, wherever the
-    implementation keeps them.
+    pbgreen sets TCP_NODELAY itself; the benchmark only looks, through
+    /proc/self/fd and a duplicate of each descriptor, so it needs nothing
+    from pbgreen's internals and changes nothing.
     """
-    seen = {id(start)}
-    frontier = [start]
-    for _ in range(max_depth + 1):
-        nxt = []
-        for obj in frontier:
-            if predicate(obj):
-                return obj
-            try:
-                values = list(vars(obj).values())
-            except TypeError:
-                values = []
-                for slot in getattr(type(obj), "__slots__", ()):
-                    if hasattr(obj, slot):
-                        values.append(getattr(obj, slot))
-            for v in values:
-                if isinstance(v, (list, tuple, set)) and len(v) < 50:
-                    candidates = list(v)
-                elif isinstance(v, dict) and len(v) < 50:
-                    candidates = list(v.values())
-                else:
-                    candidates = [v]
-                for c in candidates:
-                    if isinstance(c, (str, bytes, int, float, type(None))):
-                        continue
-                    if id(c) not in seen:
-                        seen.add(id(c))
-                        nxt.append(c)
-        frontier = nxt
-    return None
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if not target.startswith("socket:"):
+                continue
+            dup = os.dup(int(fd))
+        except OSError:  # closed meanwhile (the fd of the listing itself, too)
+            continue
+        try:
+            sock = socket.socket(fileno=dup)
+        except OSError:
+            os.close(dup)
+            continue
+        try:
+            if sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET,
+                                                                   socket.AF_INET6):
+                sock.getpeername()  # a listening socket has no peer: OSError
+                found[target] = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        except OSError:
+            pass
+        finally:
+            sock.close()
+    return found
 
 
 def emit(tag, obj=None):
@@ -301,12 +287,13 @@ def server_pbgreen(args):
 
     server = pb.PBServer(Root(), port=0, host=args.host)
     server.start()
-    install_pbgreen_server_nodelay(server, stats)
+    watcher = watch_nodelay(stats)
     stats["rss_after_start_kb"] = current_rss_kb()
     emit(f"PORT {server.address[1]}")
     prof = start_profiler(args)
     gevent_wait_for_stop()
     stop_profiler(prof, args)
+    watcher.kill()
     try:
         server.stop(timeout=2)
     except Exception as exc:  # report, still print stats
@@ -315,48 +302,30 @@ def server_pbgreen(args):
     emit("STATS", stats)
 
 
-def install_pbgreen_server_nodelay(server, stats):
-    """Make sure every socket pbgreen's server accepts has TCP_NODELAY.
+def watch_nodelay(stats, interval=0.5):
+    """Record TCP_NODELAY of each connection pbgreen's server accepts; a greenlet.
 
-    pbgreen's PBServer is built on gevent's StreamServer, which hands each
-    accepted socket to ``self._handle``.  Wrapping that callable lets the
-    benchmark look at each accepted socket just after pbgreen's own handler
-    has set it up: pbgreen sets TCP_NODELAY itself (``set_nodelay`` in
-    ``pbgreen/connection.py``), and the benchmark sets it only if it is off.  If no StreamServer
-    can be found, the option is set on the listening socket, which Linux
-    copies to accepted sockets.
+    Every ``interval`` seconds it looks at the process's connected sockets
+    (``connected_nodelay``) and counts the new ones. It reads the option
+    pbgreen set and never sets it.
     """
     import gevent
-    from gevent.server import StreamServer
 
-    def check_later(sock):
-        # Runs once pbgreen's handler has yielded, i.e. after its own setup.
-        try:
-            by_pbgreen, after = ensure_nodelay(sock)
-        except OSError:
-            return
-        stats["nodelay_preset"].append(by_pbgreen)
-        stats["nodelay"].append(after)
+    stats["nodelay_how"] = (f"read every {interval:g} s from each connected socket of the "
+                            "server process (/proc/self/fd); never set by the benchmark")
+    seen = set()
 
-    stream_server = find_attr(server, lambda o: isinstance(o, StreamServer))
-    if stream_server is not None and getattr(stream_server, "_handle", None):
-        original = stream_server._handle
+    def watch():
+        while True:
+            for inode, on in connected_nodelay().items():
+                if inode not in seen:
+                    seen.add(inode)
+                    stats["connections"] += 1
+                    stats["nodelay_preset"].append(on)
+                    stats["nodelay"].append(on)
+            gevent.sleep(interval)
 
-        def handle(sock, address, _original=original):
-            stats["connections"] += 1
-            gevent.spawn(check_later, sock)
-            return _original(sock, address)
-
-        stream_server._handle = handle
-        stats["nodelay_how"] = ("checked on each accepted socket after pbgreen's "
-                                "handler started; set only if still off")
-        return
-    listener = find_attr(server, _is_socket)
-    if listener is not None:
-        ensure_nodelay(listener)
-        stats["nodelay_how"] = "set on listening socket (inherited on accept)"
-    else:
-        stats["nodelay_how"] = "NOT SET: no socket found in PBServer"
+    return gevent.spawn(watch)
 
 
 def server_twisted(args):
@@ -494,12 +463,10 @@ def client_pbgreen(args):
     def connect():
         client = pb.PBClient(args.host, args.port)
         root = client.getRootObject()
-        sock = find_attr(client, _is_socket) or find_attr(root.broker, _is_socket)
-        how = None
-        if sock is not None:
-            before, after = ensure_nodelay(sock)
-            how = {"preset_by_pbgreen": before, "after": after}
-        return {"client": client, "root": root, "nodelay": how}
+        seen = list(connected_nodelay().values())  # this client's one connection
+        on = bool(seen) and all(seen)
+        return {"client": client, "root": root,
+                "nodelay": {"preset_by_pbgreen": on, "after": on} if seen else None}
 
     def close(conn):
         conn["client"].close()
@@ -781,81 +748,31 @@ def client_twisted(args):
 # --------------------------------------------------------------------------
 
 
-def stop_child(proc, grace):
-    """Close a child's stdin (its cue to exit), then terminate, then kill; close its pipes."""
-    if proc.poll() is None:
-        try:
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    for stream in (proc.stdin, proc.stdout):
-        try:
-            if stream:
-                stream.close()
-        except (BrokenPipeError, OSError):
-            pass
+def start_child(argv, label):
+    """A child process running this file with ``argv``; stopped for sure by the caller."""
+    return Child([sys.executable, os.path.abspath(__file__), *argv], stderr=None,
+                 cwd=ROOT, label=label)
 
 
-class Child:
-    """A child process running this file; killed for sure in close()."""
+def read_tagged(child, tags, timeout):
+    """Wait for a stdout line starting with one of tags; return (tag, rest).
 
-    def __init__(self, argv, label):
-        self.label = label
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), *argv],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=None, cwd=ROOT, text=True, bufsize=1,
-        )
+    Anything else a child prints goes to our stderr.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        line = child.read_line(deadline - time.monotonic())
+        for tag in tags:
+            if line == tag or line.startswith(tag + " "):
+                return tag, line[len(tag):].strip()
+        sys.stderr.write(f"[{child.label}] {line}\n")
 
-    def read_line(self, tags, timeout):
-        """Wait for a stdout line starting with one of tags; return (tag, rest)."""
-        import selectors
-        deadline = time.monotonic() + timeout
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"{self.label}: no answer in {timeout:.0f}s")
-                if not sel.select(left):
-                    continue
-                line = self.proc.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"{self.label}: exited (code {self.proc.poll()})")
-                line = line.rstrip("\n")
-                for tag in tags:
-                    if line == tag or line.startswith(tag + " "):
-                        return tag, line[len(tag):].strip()
-                # anything else a child prints goes to our stderr
-                sys.stderr.write(f"[{self.label}] {line}\n")
-        finally:
-            sel.close()
 
-    def request(self, msg, timeout):
-        """Send one command; return (tag, decoded payload) of the answer."""
-        self.send(json.dumps(msg) + "\n")
-        tag, rest = self.read_line(("OK", "TIME", "ERR", "BYE"), timeout)
-        return tag, (json.loads(rest) if rest else None)
-
-    def send(self, text):
-        try:
-            self.proc.stdin.write(text)
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            pass
-
-    def close(self, grace=5.0):
-        stop_child(self.proc, grace)
+def request(child, msg, timeout):
+    """Send one command to a client; return (tag, decoded payload) of the answer."""
+    child.send(json.dumps(msg) + "\n")
+    tag, rest = read_tagged(child, ("OK", "TIME", "ERR", "BYE"), timeout)
+    return tag, (json.loads(rest) if rest else None)
 
 
 def child_argv(args, role, system, extra=()):
@@ -879,13 +796,13 @@ def start_system(args, system, children):
                  if prof_dir else [])
     cli_extra = (["--profile-out", os.path.join(prof_dir, f"{system}-client.prof")]
                  if prof_dir else [])
-    server = Child(child_argv(args, "server", system, srv_extra), f"{system} server")
+    server = start_child(child_argv(args, "server", system, srv_extra), f"{system} server")
     children.append(server)
-    _tag, port = server.read_line(("PORT",), timeout=30)
-    client = Child(child_argv(args, "client", system, ["--port", port] + cli_extra),
-                   f"{system} client")
+    _tag, port = read_tagged(server, ("PORT",), timeout=30)
+    client = start_child(child_argv(args, "client", system, ["--port", port] + cli_extra),
+                         f"{system} client")
     children.append(client)
-    tag, rest = client.read_line(("READY", "ERR"), timeout=30)
+    tag, rest = read_tagged(client, ("READY", "ERR"), timeout=30)
     if tag == "ERR":
         raise RuntimeError(f"{system} client could not connect: {rest}")
     return server, client
@@ -903,7 +820,7 @@ def measure_workload(args, name, clients, results):
 
     def run(system, n):
         try:
-            tag, payload = clients[system].request({"cmd": "run", "w": name, "n": n}, timeout)
+            tag, payload = request(clients[system], {"cmd": "run", "w": name, "n": n}, timeout)
         except (TimeoutError, RuntimeError) as exc:
             raise ClientGone(str(exc)) from exc
         if tag != "TIME":
@@ -914,7 +831,7 @@ def measure_workload(args, name, clients, results):
     for system in systems:
         try:
             try:
-                tag, payload = clients[system].request({"cmd": "check", "w": name}, timeout)
+                tag, payload = request(clients[system], {"cmd": "check", "w": name}, timeout)
             except (TimeoutError, RuntimeError) as exc:
                 raise ClientGone(str(exc)) from exc
             if tag != "OK":
@@ -927,7 +844,7 @@ def measure_workload(args, name, clients, results):
             fail(system, str(exc))
         except ClientGone as exc:
             fail(system, f"client gone: {exc}")
-            clients.pop(system).close(grace=1)
+            clients.pop(system).stop(grace=1, timeout=2)
     for rep in range(mode["repeats"]):
         k = rep % len(live) if live else 0
         for system in live[k:] + live[:k]:
@@ -941,7 +858,7 @@ def measure_workload(args, name, clients, results):
             except ClientGone as exc:
                 fail(system, f"client gone: {exc}")
                 del times[system]
-                clients.pop(system).close(grace=1)
+                clients.pop(system).stop(grace=1, timeout=2)
     for system, per_iter in times.items():
         results[system]["workloads"][name] = summarize(n_iter[system], per_iter, calls)
 
@@ -968,20 +885,20 @@ def run_all(args, children, results, stats):
         print(f" {time.perf_counter() - t0:.1f}s", flush=True)
     for system, client in clients.items():
         try:
-            tag, info = client.request({"cmd": "quit"}, timeout=30)
+            tag, info = request(client, {"cmd": "quit"}, timeout=30)
             if tag == "BYE":
                 results[system]["info"] = info
         except (TimeoutError, RuntimeError) as exc:
             results[system]["info"] = {"error": str(exc)}
-        client.close(grace=5)
+        client.stop(grace=5, timeout=2)
     for system, server in servers.items():
         server.send("stop\n")
         try:
-            _tag, rest = server.read_line(("STATS",), timeout=15)
+            _tag, rest = read_tagged(server, ("STATS",), timeout=15)
             stats[system] = json.loads(rest)
         except (TimeoutError, RuntimeError) as exc:
             stats[system] = {"error": str(exc)}
-        server.close()
+        server.stop(grace=5, timeout=2)
 
 
 def fmt_us(cell):
@@ -1060,7 +977,7 @@ def orchestrate(args):
         run_all(args, children, results, stats)
     finally:
         for child in children:
-            child.close(grace=2)
+            child.stop(grace=2, timeout=2)
     total = time.perf_counter() - started
 
     def cell(system, name):

@@ -6,17 +6,19 @@
 stops the server, and shows what each side printed. Exits 0 when every
 client succeeded; leaves no server running either way.
 """
-import re
 import shlex
 import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
+
+from pbgreen.testing.processes import Child, start
 
 HERE = Path(__file__).resolve().parent
 STARTUP_TIMEOUT = 30.0
 CLIENT_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+READY = r"^listening on (\d+)$"  # what every server script prints first
 
 # (title, server script, client argument lists, what to wait for before
 # stopping the server: None, ("stderr", text) or "exit" for a server that
@@ -50,75 +52,6 @@ TOUR = [
 ]
 
 
-class Server:
-    """A server script in a subprocess; two threads collect its output."""
-
-    def __init__(self, script):
-        self.script = script
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / script), "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
-        )
-        self.changed = threading.Condition()
-        self.out, self.err = [], []
-        self.open_pipes = 2
-        self.threads = [
-            threading.Thread(target=self._drain, args=(self.proc.stdout, self.out)),
-            threading.Thread(target=self._drain, args=(self.proc.stderr, self.err)),
-        ]
-        for t in self.threads:
-            t.start()
-
-    def _drain(self, pipe, lines):
-        for line in pipe:
-            with self.changed:
-                lines.append(line)
-                self.changed.notify_all()
-        with self.changed:
-            self.open_pipes -= 1
-            self.changed.notify_all()
-
-    def port(self):
-        """The port from the server's `listening on PORT` line."""
-        def found():
-            for line in self.out:
-                m = re.fullmatch(r"listening on (\d+)", line.strip())
-                if m:
-                    return int(m.group(1))
-            return None if self.open_pipes else -1
-
-        with self.changed:
-            port = self.changed.wait_for(found, timeout=STARTUP_TIMEOUT)
-        if port is None:
-            raise RuntimeError(f"{self.script} did not say which port it listens on")
-        if port == -1:
-            raise RuntimeError(f"{self.script} exited before listening")
-        return port
-
-    def wait_stderr(self, text, timeout=5.0):
-        """Give the server a moment to log `text` (it may log after answering)."""
-        with self.changed:
-            self.changed.wait_for(lambda: text in "".join(self.err), timeout=timeout)
-
-    def stop(self, stops_itself=False):
-        """Stop the server unless it stops itself, then reap it."""
-        if stops_itself:
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for t in self.threads:
-            t.join()
-        return self.proc.returncode
-
-
 def show(heading, text):
     print(f"--- {heading} ---")
     print(text.rstrip("\n") if text.strip() else "(nothing)")
@@ -129,27 +62,25 @@ def run_clients(argvs, port):
 
     A client still running after CLIENT_TIMEOUT is killed (status None).
     """
-    procs = []
+    clients = []
     try:
         for argv in argvs:
-            cmd = [sys.executable, str(HERE / argv[0]), "127.0.0.1", str(port), *argv[1:]]
-            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True, cwd=HERE))
+            clients.append(Child(
+                [sys.executable, str(HERE / argv[0]), "127.0.0.1", str(port), *argv[1:]],
+                stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=HERE))
+        deadline = time.monotonic() + CLIENT_TIMEOUT
         results = []
-        for proc in procs:
-            try:
-                output, _ = proc.communicate(timeout=CLIENT_TIMEOUT)
-                results.append((proc.returncode, output))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                output, _ = proc.communicate()
-                results.append((None, output + f"(killed after {CLIENT_TIMEOUT} s)\n"))
+        for client in clients:
+            status = client.wait(max(0.0, deadline - time.monotonic()))
+            if status is None:
+                client.kill()
+                results.append((None, client.stdout + f"(killed after {CLIENT_TIMEOUT} s)\n"))
+            else:
+                results.append((status, client.stdout))
         return results
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        for client in clients:
+            client.kill()
 
 
 def run_pair(title, server_script, clients, wait_for):
@@ -157,9 +88,11 @@ def run_pair(title, server_script, clients, wait_for):
     print(title)
     print("=" * 72, flush=True)
     ok = True
-    server = Server(server_script)
+    server = None
     try:
-        port = server.port()
+        server = start([sys.executable, str(HERE / server_script), "0"], ready=READY,
+                       timeout=STARTUP_TIMEOUT, cwd=HERE)
+        port = server.port
         for step in clients:
             together = step if isinstance(step, tuple) else (step,)
             for argv, (status, output) in zip(together, run_clients(together, port)):
@@ -169,18 +102,25 @@ def run_pair(title, server_script, clients, wait_for):
                     print(f"!!! client exited with status {status}")
                     ok = False
         if isinstance(wait_for, tuple):
-            server.wait_stderr(wait_for[1])
-    except Exception as exc:
+            # Give the server a moment to log it (it may log after answering).
+            server.wait_for_text(wait_for[1], stream="stderr", timeout=5.0)
+    except Exception as exc:  # ChildError (with what the server printed), OSError, ...
         print(f"!!! {type(exc).__name__}: {exc}")
         ok = False
     finally:
-        status = server.stop(stops_itself=(wait_for == "exit" and ok))
+        if server is not None:
+            if wait_for == "exit" and ok:
+                server.wait(STOP_TIMEOUT)  # it stops itself
+            status = server.stop(timeout=STOP_TIMEOUT)
+    if server is None:
+        print()
+        return False
     if wait_for == "exit" and status != 0:
         print(f"!!! {server_script} did not stop by itself (status {status})")
         ok = False
-    show(f"{server_script} printed", "".join(server.out))
-    if server.err:
-        show(f"{server_script} logged (stderr)", "".join(server.err))
+    show(f"{server_script} printed", server.stdout)
+    if server.stderr:
+        show(f"{server_script} logged (stderr)", server.stderr)
     print(flush=True)
     return ok
 

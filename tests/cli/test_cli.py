@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-import select
+import re
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+
+from pbgreen.testing.processes import start
 
 HERE = Path(__file__).resolve().parent
 TWISTED_SERVER = HERE.parent / "interop" / "twisted_server.py"
@@ -45,40 +46,23 @@ def run(*args, cwd=None, timeout=30):
                           text=True, cwd=cwd, timeout=timeout)
 
 
-def read_line(process, deadline=20.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        ready, _, _ = select.select([process.stdout], [], [], 0.1)
-        if ready:
-            line = process.stdout.readline()
-            if line:
-                return line
-        if process.poll() is not None:
-            break
-    raise AssertionError(f"no line from {process.args}; stderr: {process.stderr.read()}")
-
-
 @pytest.fixture
 def serve(tmp_path):
+    """serve(target, *extra) -> (Child, port): `pbgreen serve` on port 0, stopped afterwards."""
     (tmp_path / "shopapp.py").write_text(APP)
     started = []
 
-    def start(target, *extra):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pbgreen", "serve", target, "--port", "0", *extra],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def start_one(target, *extra):
+        process = start([sys.executable, "-m", "pbgreen", "serve", target, "--port", "0", *extra],
+                        ready=rf"^pbgreen: serving {re.escape(target)} on 127\.0\.0\.1:(\d+)\b",
+                        timeout=20, cwd=tmp_path)
         started.append(process)
-        line = read_line(process)
-        assert line.startswith(f"pbgreen: serving {target} on 127.0.0.1:"), line
-        return process, int(line.rsplit(":", 1)[1].split()[0])
+        assert process.stdout.startswith("pbgreen: serving "), process.stdout  # its first line
+        return process, process.port
 
-    yield start
+    yield start_one
     for process in started:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(10)
-        process.stdout.close()
-        process.stderr.close()
+        process.stop(timeout=10)
 
 
 @pytest.mark.parametrize("target", ["shopapp:shop", "shopapp:Shop", "shopapp:make_shop"])
@@ -122,7 +106,7 @@ def test_unreachable_server_is_status_2():
 
 def test_serve_stops_cleanly_on_sigterm(serve):
     process, port = serve("shopapp:shop")
-    process.send_signal(signal.SIGTERM)
+    process.signal(signal.SIGTERM)
     assert process.wait(10) == 0
 
 
@@ -143,21 +127,11 @@ def test_help_explains_each_command():
 
 
 def test_call_a_twisted_server():
-    server = subprocess.Popen([sys.executable, str(TWISTED_SERVER)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        port = int(read_line(server).split()[1])
-        result = run("call", f"127.0.0.1:{port}", "add", "1", "2", "-k", "c=3")
+    with start([sys.executable, str(TWISTED_SERVER)], timeout=20, grace=10,
+               stderr=subprocess.DEVNULL) as server:
+        result = run("call", f"127.0.0.1:{server.port}", "add", "1", "2", "-k", "c=3")
         assert result.returncode == 0, result.stderr
         assert result.stdout == "6\n"
-    finally:
-        server.stdin.close()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        server.stdout.close()
 
 
 def test_console_script_is_installed():

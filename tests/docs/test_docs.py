@@ -38,11 +38,12 @@ import re
 import shlex
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from pbgreen.testing.processes import Child, ChildError, start
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -53,7 +54,7 @@ STEP_TIMEOUT = 30.0      # each client, program or pytest run
 STOP_TIMEOUT = 10.0
 
 EXAMPLE_RE = re.compile(r"#\s*example:\s*(\S+)\s*$")
-LISTENING_RE = re.compile(r"listening on (\d+)|\bon [\w.\-]+:(\d+)\b")
+LISTENING_RE = re.compile(r"(?:listening on |\bon [\w.\-]+:)(\d+)\b")
 EXAMPLE_PORT = "8800"   # in console examples, stands for the server's real port
 FENCE_RE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 HEADING_RE = re.compile(r"^#{1,6} ")
@@ -254,72 +255,16 @@ def _env() -> dict[str, str]:
     return env
 
 
-class Server:
-    """A server script in a subprocess; two threads collect its output."""
+def start_server(argv: list[str], cwd: Path) -> Child:
+    """Start a server; its port is read from its `listening on PORT` line."""
+    try:
+        return start(argv, ready=LISTENING_RE, timeout=STARTUP_TIMEOUT, cwd=cwd, env=_env())
+    except ChildError as exc:  # it has been stopped; the message shows what it printed
+        raise AssertionError(f"the server did not print `listening on PORT`: {exc}") from None
 
-    def __init__(self, argv: list[str], cwd: Path):
-        self.proc = subprocess.Popen(argv, cwd=cwd,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=_env())
-        self.changed = threading.Condition()
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self.open_pipes = 2
-        self.threads = [threading.Thread(target=self._drain, args=(pipe, lines), daemon=True)
-                        for pipe, lines in ((self.proc.stdout, self.out),
-                                            (self.proc.stderr, self.err))]
-        for t in self.threads:
-            t.start()
 
-    def _drain(self, pipe, lines: list[str]) -> None:
-        for line in pipe:
-            with self.changed:
-                lines.append(line)
-                self.changed.notify_all()
-        with self.changed:
-            self.open_pipes -= 1
-            self.changed.notify_all()
-
-    def port(self) -> int:
-        def found() -> int | None:
-            for line in self.out:
-                m = LISTENING_RE.search(line)
-                if m:
-                    return int(m[1] or m[2])
-            return None if self.open_pipes else -1
-
-        with self.changed:
-            port = self.changed.wait_for(found, timeout=STARTUP_TIMEOUT)
-        if port is None or port == -1:
-            what = "exited" if port == -1 else f"said nothing within {STARTUP_TIMEOUT} s"
-            raise AssertionError(f"the server {what} before `listening on PORT`\n"
-                                 + self.report())
-        return port
-
-    def wait_output(self, expected: str) -> bool:
-        """Wait until stdout matches ``expected`` or STOP_TIMEOUT passes."""
-        with self.changed:
-            return self.changed.wait_for(
-                lambda: output_matches(expected, "".join(self.out)) or not self.open_pipes,
-                timeout=STOP_TIMEOUT)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for t in self.threads:
-            t.join(timeout=STOP_TIMEOUT)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-
-    def report(self) -> str:
-        with self.changed:
-            return (f"--- server stdout:\n{''.join(self.out)}"
-                    f"--- server stderr:\n{''.join(self.err)}")
+def report(server: Child) -> str:
+    return f"--- server stdout:\n{server.stdout}--- server stderr:\n{server.stderr}"
 
 
 def run_step(argv: list[str], cwd: Path, merge: bool = False) -> subprocess.CompletedProcess:
@@ -404,18 +349,18 @@ def run_group(group: Group, workdir: Path) -> None:
         pass
     elif server_program.block.lang == "console":
         [(command, output)] = console_commands(server_program.block.text)
-        server = Server(console_argv(command, 0), workdir)
+        server = start_server(console_argv(command, 0), workdir)
         server_expected = output if output.strip() else None
     else:
-        server = Server([sys.executable, files[id(server_program)].name, "0"], workdir)
+        server = start_server([sys.executable, files[id(server_program)].name, "0"], workdir)
         server_expected = server_program.expected.text if server_program.expected else None
     try:
-        port = server.port() if server else 0
+        port = server.port if server else 0
         if server_expected is not None:
             server_expected = server_expected.replace(EXAMPLE_PORT, str(port))
         for program in group.programs:
             role = program.role
-            context = server.report() if server else ""
+            context = report(server) if server else ""
             if role == "server" or (role.endswith(".py") and not role.startswith("test_")):
                 continue
             if program.block.lang == "console":
@@ -433,15 +378,16 @@ def run_group(group: Group, workdir: Path) -> None:
         if server_expected is not None:
             # The server may print after the last answer went out: wait for
             # its output to match (or the deadline) before stopping it.
-            server.wait_output(server_expected)
+            server.wait_for(lambda out: output_matches(server_expected, out),
+                            timeout=STOP_TIMEOUT)
     finally:
         if server:
-            server.stop()
+            server.stop(timeout=STOP_TIMEOUT)
     if server_expected is not None:
-        out = "".join(server.out)
+        out = server.stdout
         assert output_matches(server_expected, out), (
             f"{server_program.block.where} (server): output differs from what the docs show\n"
-            f"--- expected:\n{server_expected}{server.report()}")
+            f"--- expected:\n{server_expected}{report(server)}")
 
 
 # ----------------------------------------------------------------------------- tests

@@ -1,116 +1,32 @@
 """Fixtures that run the scripts in examples/ as real processes.
 
-A server script is started on port 0 and announces `listening on PORT`;
-its stdout and stderr are collected by two threads, so a test can wait for
-a line with a deadline instead of sleeping. Every server a test starts is
+A server script is started on port 0 and announces `listening on PORT`
+(pbgreen.testing.processes collects its output, so a test can wait for a
+line with a deadline instead of sleeping). Every server a test starts is
 stopped (terminated if need be) and reaped when the test ends.
 """
-import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+
+from pbgreen.testing.processes import Child, ChildError, start
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 STARTUP_TIMEOUT = 30.0
 CLIENT_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+READY = r"^listening on (\d+)$"
 
 
-class ExampleServer:
-    """One server script running in a subprocess."""
-
-    def __init__(self, script: str, *args: str):
-        self.script = script
-        self.proc = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / script), "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=EXAMPLES,
-        )
-        self._changed = threading.Condition()
-        self._out: list[str] = []
-        self._err: list[str] = []
-        self._open = 2
-        self._threads = [
-            threading.Thread(target=self._drain, args=(self.proc.stdout, self._out), daemon=True),
-            threading.Thread(target=self._drain, args=(self.proc.stderr, self._err), daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-        self.port = self._wait_port()
-
-    def _drain(self, pipe, lines):
-        for line in pipe:
-            with self._changed:
-                lines.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self._open -= 1
-            self._changed.notify_all()
-
-    @property
-    def stdout(self) -> str:
-        with self._changed:
-            return "".join(self._out)
-
-    @property
-    def stderr(self) -> str:
-        with self._changed:
-            return "".join(self._err)
-
-    def _wait_port(self) -> int:
-        def port():
-            for line in self._out:
-                m = re.fullmatch(r"listening on (\d+)", line.strip())
-                if m:
-                    return int(m.group(1))
-            return None if self._open else -1
-
-        with self._changed:
-            found = self._changed.wait_for(port, timeout=STARTUP_TIMEOUT)
-        if found is None or found == -1:
-            self.stop()
-            what = "exited" if found == -1 else f"said nothing for {STARTUP_TIMEOUT}s"
-            pytest.fail(
-                f"{self.script} {what} before `listening on PORT`\n"
-                f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
-            )
-        return found
-
-    def wait_for_stderr(self, text: str, timeout: float = 10.0) -> bool:
-        """Wait until `text` has appeared on the server's stderr."""
-        with self._changed:
-            return self._changed.wait_for(lambda: text in "".join(self._err), timeout=timeout)
-
-    def wait_for_stdout(self, text: str, timeout: float = 10.0) -> bool:
-        """Wait until `text` has appeared on the server's stdout."""
-        with self._changed:
-            return self._changed.wait_for(lambda: text in "".join(self._out), timeout=timeout)
-
-    def wait_exit(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """Wait for the server to exit by itself; its status, or None."""
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self) -> None:
-        """Terminate the server if it still runs; reap it; collect all output."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for t in self._threads:
-            t.join(timeout=STOP_TIMEOUT)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+def start_example(script: str, *args: str) -> Child:
+    """Start one server script on port 0; fail the test if it never listens."""
+    try:
+        return start([sys.executable, str(EXAMPLES / script), "0", *args], ready=READY,
+                     timeout=STARTUP_TIMEOUT, cwd=EXAMPLES)
+    except ChildError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def _run_client(script: str, port: int, *args: str, host: str = "127.0.0.1"):
@@ -126,16 +42,16 @@ def _run_client(script: str, port: int, *args: str, host: str = "127.0.0.1"):
 @pytest.fixture
 def start_server():
     """Start example servers; every one is stopped when the test ends."""
-    servers: list[ExampleServer] = []
+    servers: list[Child] = []
 
-    def start(script: str, *args: str) -> ExampleServer:
-        server = ExampleServer(script, *args)
+    def start_one(script: str, *args: str) -> Child:
+        server = start_example(script, *args)
         servers.append(server)
         return server
 
-    yield start
+    yield start_one
     for server in servers:
-        server.stop()
+        server.stop(timeout=STOP_TIMEOUT)
 
 
 @pytest.fixture

@@ -10,12 +10,14 @@ import re
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 import pbgreen as pb
+from pbgreen.testing.processes import Child
 
 # Every script in examples/ and the test below that runs it.
 TESTED = {
@@ -158,7 +160,8 @@ def test_exc_expected_and_unexpected_errors(start_server, run_client):
         r"\.type = __main__\.MyError2",
     ])
     marker = "Peer Will Receive PB Traceback"
-    assert server.wait_for_stderr(marker), f"server never logged {marker!r}:\n{server.stderr}"
+    assert server.wait_for_text(marker, stream="stderr"), (
+        f"server never logged {marker!r}:\n{server.stderr}")
     server.stop()
     assert_lines(server.stdout, [
         rf"listening on {server.port}",
@@ -188,7 +191,7 @@ def test_trap_try_except_instead_of_errbacks(start_server, run_client):
         r"stale reference: the client disconnected or crashed",
     ])
     # remote_shutdown stops the server: serve_forever returns, the script ends.
-    assert server.wait_exit() == 0, server.stderr
+    assert server.wait(10) == 0, server.stderr
     server.stop()
     assert_lines(server.stdout, [rf"listening on {server.port}"])
     assert server.stderr == ""  # a clean stop: nothing logged
@@ -212,7 +215,7 @@ def test_copy_sends_a_pond_by_value(start_server, run_client, pb_client):
         r"pond arrived safe and sound",
     ])
     shut_down(pb_client, server.port)
-    assert server.wait_exit() == 0, server.stderr
+    assert server.wait(10) == 0, server.stderr
     server.stop()
     assert_lines(server.stdout, [
         rf"listening on {server.port}",
@@ -231,7 +234,7 @@ def test_copy2_controls_the_copied_state(start_server, run_client, pb_client):
         r"pond arrived safe and sound",
     ])
     shut_down(pb_client, server.port)
-    assert server.wait_exit() == 0, server.stderr
+    assert server.wait(10) == 0, server.stderr
     server.stop()
     assert_lines(server.stdout, [
         rf"listening on {server.port}",
@@ -253,7 +256,7 @@ def test_cache_keeps_the_copy_in_sync(start_server, run_client):
         r"stoppedObserving ran: nobody watches the pond now",
     ])
     # remote_shutdown stops the server: serve_forever returns, the script ends.
-    assert server.wait_exit() == 0, server.stderr
+    assert server.wait(10) == 0, server.stderr
     server.stop()
     # Each update arrives before the checkDucks call that was sent after it.
     assert_lines(server.stdout, [
@@ -273,24 +276,22 @@ def test_cache_keeps_the_copy_in_sync(start_server, run_client):
 def run_together(examples_dir, port, *arg_lists, timeout=60):
     """Run chat_client.py once per argument list, all at the same time;
     a CompletedProcess for each. Every client is reaped, killed if need be."""
-    procs = []
+    clients = []
     try:
         for args in arg_lists:
-            procs.append(subprocess.Popen(
+            clients.append(Child(
                 [sys.executable, str(examples_dir / "chat_client.py"), "127.0.0.1", str(port),
                  *args],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=examples_dir,
-            ))
-        results = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-        return results
+                stdin=subprocess.DEVNULL, cwd=examples_dir))
+        deadline = time.monotonic() + timeout
+        for client in clients:
+            if client.wait(max(0.0, deadline - time.monotonic())) is None:
+                pytest.fail(f"chat client still running after {timeout} s\n{client.describe()}")
+        return [subprocess.CompletedProcess(c.argv, c.returncode, c.stdout, c.stderr)
+                for c in clients]
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
+        for client in clients:
+            client.kill()
 
 
 def check_chat_client(text, user, other, said, heard):
@@ -328,8 +329,8 @@ def test_chat_login_two_users_hear_each_other(start_server, run_client, examples
     check_chat_client(client_stdout(bob), "bob", "alice", "hi alice, bob here",
                       "hello from alice")
     # Both disconnected: each logout ran and left the room.
-    assert server.wait_for_stdout("alice left"), server.stdout
-    assert server.wait_for_stdout("bob left"), server.stdout
+    assert server.wait_for_text("alice left"), server.stdout
+    assert server.wait_for_text("bob left"), server.stdout
 
     # A wrong password, or a user the server does not know: a clear refusal
     # on stderr, nothing on stdout, a non-zero exit, and nobody joins.
@@ -347,7 +348,7 @@ def test_chat_login_two_users_hear_each_other(start_server, run_client, examples
         r"logged in as bob; in the room: bob",
         r"<bob> anyone there\?",
     ])
-    assert server.wait_for_stdout("<bob> anyone there?\nbob left; in the room: nobody\n"), (
+    assert server.wait_for_text("<bob> anyone there?\nbob left; in the room: nobody\n"), (
         server.stdout)
     server.stop()
 

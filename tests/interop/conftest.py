@@ -1,9 +1,10 @@
 """Fixtures for the Twisted interop suite.
 
-Twisted runs in subprocesses (twisted_server.py / twisted_client.py); pbgreen
-runs in the pytest process. Waiting on a Twisted *client* process must not
-block the gevent hub, or the in-process pbgreen server could never answer it:
-so those waits poll the process with ``gevent.sleep`` under a deadline.
+Twisted runs in subprocesses (twisted_server.py / twisted_client.py), started
+and stopped by ``pbgreen.testing.processes``; pbgreen runs in the pytest
+process. Waiting on a Twisted *client* process must not block the gevent hub,
+or the in-process pbgreen server could never answer it: so those waits poll
+the process with ``gevent.sleep`` under a deadline (``Child.wait(sleep=)``).
 (``gevent.subprocess`` is avoided on purpose: its SIGCHLD watcher reaps every
 child of the process, including the stdlib subprocesses other suites start.)
 """
@@ -12,7 +13,6 @@ import gc
 import importlib.util
 import json
 import os
-import select
 import subprocess
 import sys
 import time
@@ -24,6 +24,7 @@ import greenlet
 import pytest
 
 import pbgreen as pb
+from pbgreen.testing.processes import Child
 
 HERE = Path(__file__).resolve().parent
 SERVER_SCRIPT = HERE / "twisted_server.py"
@@ -138,124 +139,47 @@ def no_leaks(wait_for):
 # --- Twisted server process ----------------------------------------------------
 
 
-class TwistedServer:
+class TwistedServer(Child):
     """A running twisted_server.py (or another ``script`` that prints
-    ``PORT <n>`` first); ``host``/``port`` are where it listens."""
+    ``PORT <n>`` first); ``host``/``port`` are where it listens. Its stdin
+    is its life line: ``stop()`` closes it, then terminates, then kills."""
 
     host = "127.0.0.1"
 
-    def __init__(self, stderr_path, script=SERVER_SCRIPT, args=()):
-        self.stderr_path = stderr_path
-        self.script_name = Path(script).name
-        self._stderr = open(stderr_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            cwd=str(HERE),
-        )
-        try:
-            self.port = self._read_port()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _read_port(self):
-        deadline = time.monotonic() + START_DEADLINE
-        fd = self.proc.stdout.fileno()
-        data = b""
-        while b"\n" not in data:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RuntimeError(
-                    "%s printed no port within %ss\n%s"
-                    % (self.script_name, START_DEADLINE, self.stderr_text())
-                )
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    raise RuntimeError(
-                        "%s exited before printing its port (rc=%s)\n%s"
-                        % (self.script_name, self.proc.wait(), self.stderr_text())
-                    )
-                data += chunk
-        line = data.split(b"\n", 1)[0].decode()
-        word, port = line.split()
-        assert word == "PORT", line
-        return int(port)
-
-    def stderr_text(self):
-        self._stderr.flush()
-        return Path(self.stderr_path).read_text(errors="replace")
-
-    def kill(self):
-        """Kill the server at once (SIGKILL) and reap it."""
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self):
-        """Ask politely (close stdin), then SIGTERM, then SIGKILL; always reap."""
-        proc = self.proc
-        if proc.poll() is None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        for f in (proc.stdin, proc.stdout, self._stderr):
-            if f is not None and not f.closed:
-                f.close()
+    def __init__(self, script=SERVER_SCRIPT, args=()):
+        super().__init__([sys.executable, str(script), *args], cwd=HERE, grace=5)
+        self.wait_ready(timeout=START_DEADLINE)
 
 
 @pytest.fixture(scope="module")
-def twisted_server(tmp_path_factory):
+def twisted_server():
     """One Twisted PB server shared by a test module (every connection gets
     its own root object, so tests do not see each other's references)."""
-    server = TwistedServer(tmp_path_factory.mktemp("twisted") / "server.err")
-    yield server
-    server.stop()
+    with TwistedServer() as server:
+        yield server
 
 
 @pytest.fixture
-def fresh_twisted_server(tmp_path):
+def fresh_twisted_server():
     """A Twisted PB server of this test's own, for tests that kill it."""
-    server = TwistedServer(tmp_path / "server.err")
-    yield server
-    server.stop()
+    with TwistedServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def twisted_login_server(tmp_path_factory):
+def twisted_login_server():
     """twisted_login_server.py: a Twisted PBServerFactory(portal) with a
     password checker (alice/secret, watcher/watch) and anonymous access."""
-    server = TwistedServer(
-        tmp_path_factory.mktemp("login") / "server.err", script=LOGIN_SERVER_SCRIPT
-    )
-    yield server
-    server.stop()
+    with TwistedServer(script=LOGIN_SERVER_SCRIPT) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def twisted_login_server_noanon(tmp_path_factory):
+def twisted_login_server_noanon():
     """twisted_login_server.py noanon: the same portal without a checker
     for anonymous credentials."""
-    server = TwistedServer(
-        tmp_path_factory.mktemp("login_noanon") / "server.err",
-        script=LOGIN_SERVER_SCRIPT,
-        args=["noanon"],
-    )
-    yield server
-    server.stop()
+    with TwistedServer(script=LOGIN_SERVER_SCRIPT, args=["noanon"]) as server:
+        yield server
 
 
 # --- Twisted client process -----------------------------------------------------
@@ -266,39 +190,28 @@ class TwistedClientRun:
     ``result()`` waits for it cooperatively (the gevent hub keeps serving
     pbgreen meanwhile)."""
 
-    def __init__(self, scenario, host, port, directory, script=CLIENT_SCRIPT):
+    def __init__(self, scenario, host, port, script=CLIENT_SCRIPT):
         self.scenario = scenario
-        self.script_name = Path(script).name
-        self._out_path = directory / ("%s.out" % scenario)
-        self._err_path = directory / ("%s.err" % scenario)
-        with open(self._out_path, "wb") as out, open(self._err_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(script), scenario, host, str(port)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=str(HERE),
-            )
+        self.child = Child([sys.executable, str(script), scenario, host, str(port)],
+                           stdin=subprocess.DEVNULL, cwd=HERE)
 
     def wait(self, deadline=CLIENT_DEADLINE):
-        end = time.monotonic() + deadline
-        while self.proc.poll() is None:
-            if time.monotonic() > end:
-                self.kill()
-                raise AssertionError(
-                    "%s %s did not finish within %ss\nstderr:\n%s"
-                    % (self.script_name, self.scenario, deadline, self._err_path.read_text())
-                )
-            gevent.sleep(0.02)
-        return self.proc.returncode
+        rc = self.child.wait(deadline, sleep=gevent.sleep)
+        if rc is None:
+            self.child.kill()
+            raise AssertionError(
+                "%s %s did not finish within %ss\n%s"
+                % (self.child.label, self.scenario, deadline, self.child.describe())
+            )
+        return rc
 
     def result(self, deadline=CLIENT_DEADLINE):
         """The scenario's JSON result; fails the test if the client failed."""
         rc = self.wait(deadline)
-        out = self._out_path.read_text()
-        err = self._err_path.read_text()
+        out = self.child.stdout
+        err = self.child.stderr
         assert rc == 0, "%s %s exited %s\nstdout:\n%s\nstderr:\n%s" % (
-            self.script_name,
+            self.child.label,
             self.scenario,
             rc,
             out,
@@ -306,26 +219,24 @@ class TwistedClientRun:
         )
         lines = out.strip().splitlines()
         assert lines, "%s %s printed nothing\nstderr:\n%s" % (
-            self.script_name,
+            self.child.label,
             self.scenario,
             err,
         )
         return json.loads(lines[-1])
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        self.child.kill()
 
 
 @pytest.fixture
-def twisted_client(tmp_path):
+def twisted_client():
     """start(scenario, host, port, script=twisted_client.py) -> TwistedClientRun;
     killed in teardown."""
     runs = []
 
     def start(scenario, host, port, script=CLIENT_SCRIPT):
-        run = TwistedClientRun(scenario, host, port, tmp_path, script)
+        run = TwistedClientRun(scenario, host, port, script)
         runs.append(run)
         return run
 
