@@ -26,6 +26,8 @@ from typing import Any
 from .errors import BananaError
 
 __all__ = ["SIZE_LIMIT", "PREFIX_LIMIT", "VOCAB", "DIALECTS", "EncodeError", "encode",
+           "encode_b128", "encode_int", "encode_string", "list_header", "INT_BYTES", "LIST_HEAD",
+           "STRING_HEAD", "VOCAB_CODES", "NO_VOCAB",
            "decode", "Decoder", "choose_dialect"]
 
 SIZE_LIMIT = 640 * 1024
@@ -56,7 +58,7 @@ class EncodeError(ValueError):
     """A value banana cannot send: wrong type, too long, or too large."""
 
 
-def _b128(n: int) -> bytes:
+def encode_b128(n: int) -> bytes:
     out = bytearray()
     while True:
         out.append(n & 0x7F)
@@ -65,32 +67,38 @@ def _b128(n: int) -> bytes:
             return bytes(out)
 
 
-# Pre-encoded prefix+type for the small numbers almost every message is made of.
+# Pre-encoded prefix+type for the small numbers almost every message is made of
+# (public: plaincodec and the broker build messages from them).
 _CACHED = 2048
-_PREFIX = [_b128(i) for i in range(_CACHED)]
-_INT_BYTES = [p + b"\x81" for p in _PREFIX]
-_LIST_HEAD = [p + b"\x80" for p in _PREFIX]
-_STRING_HEAD = [p + b"\x82" for p in _PREFIX]
-_VOCAB_ENCODED = {word: _b128(num) + b"\x87" for num, word in VOCAB.items()}
-_NO_VOCAB: dict[bytes, bytes] = {}
+_PREFIX = [encode_b128(i) for i in range(_CACHED)]
+INT_BYTES = [p + b"\x81" for p in _PREFIX]
+LIST_HEAD = [p + b"\x80" for p in _PREFIX]
+STRING_HEAD = [p + b"\x82" for p in _PREFIX]
+VOCAB_CODES = {word: encode_b128(num) + b"\x87" for num, word in VOCAB.items()}
+NO_VOCAB: dict[bytes, bytes] = {}
 _pack_double = struct.Struct("!d").pack
 _unpack_double = struct.Struct("!d").unpack_from
 
 
-def _int(value: int) -> bytes:
+def list_header(count: int) -> bytes:
+    """The prefix and type byte that open a list of ``count`` elements."""
+    return LIST_HEAD[count] if count < _CACHED else encode_b128(count) + b"\x80"
+
+
+def encode_int(value: int) -> bytes:
     if 0 <= value < _CACHED:
-        return _INT_BYTES[value]
+        return INT_BYTES[value]
     if value >= 0:
         if value > MAX_INT:
             raise EncodeError(f"int is too large to send (PB limit is ±(2**448-1)): {value}")
-        return _b128(value) + (b"\x81" if value < _INT_SPLIT else b"\x85")
+        return encode_b128(value) + (b"\x81" if value < _INT_SPLIT else b"\x85")
     mag = -value
     if mag > MAX_INT:
         raise EncodeError(f"int is too small to send (PB limit is ±(2**448-1)): {value}")
-    return _b128(mag) + (b"\x83" if mag <= _INT_SPLIT else b"\x86")
+    return encode_b128(mag) + (b"\x83" if mag <= _INT_SPLIT else b"\x86")
 
 
-def _string(value: bytes, vocab: dict[bytes, bytes]) -> bytes:
+def encode_string(value: bytes, vocab: dict[bytes, bytes]) -> bytes:
     code = vocab.get(value)
     if code is not None:
         return code
@@ -98,7 +106,7 @@ def _string(value: bytes, vocab: dict[bytes, bytes]) -> bytes:
     if n > SIZE_LIMIT:
         raise EncodeError(f"byte string is too long to send ({n} > {SIZE_LIMIT} bytes): "
                           "split it into smaller pieces")
-    return (_STRING_HEAD[n] if n < _CACHED else _b128(n) + b"\x82") + value
+    return (STRING_HEAD[n] if n < _CACHED else encode_b128(n) + b"\x82") + value
 
 
 def _encode(obj: Any, out: bytearray, vocab: dict[bytes, bytes], depth: int = 1) -> None:
@@ -108,12 +116,12 @@ def _encode(obj: Any, out: bytearray, vocab: dict[bytes, bytes], depth: int = 1)
             raise EncodeError(f"lists nested deeper than {MAX_DEPTH}: a PB peer would refuse it")
         n = len(obj)
         if n < _CACHED:
-            out += _LIST_HEAD[n]
+            out += LIST_HEAD[n]
         elif n > SIZE_LIMIT:
             raise EncodeError(f"list is too long to send ({n} > {SIZE_LIMIT} elements): "
                               "split it into smaller pieces")
         else:
-            out += _b128(n) + b"\x80"
+            out += encode_b128(n) + b"\x80"
         for item in obj:
             ti = type(item)
             if ti is bytes:
@@ -123,25 +131,25 @@ def _encode(obj: Any, out: bytearray, vocab: dict[bytes, bytes], depth: int = 1)
                 else:
                     m = len(item)
                     if m < _CACHED:
-                        out += _STRING_HEAD[m]
+                        out += STRING_HEAD[m]
                         out += item
                     else:
-                        out += _string(item, vocab)
+                        out += encode_string(item, vocab)
             elif ti is int and 0 <= item < _CACHED:
-                out += _INT_BYTES[item]
+                out += INT_BYTES[item]
             else:
                 _encode(item, out, vocab, depth + 1)
     elif t is bytes:
-        out += _string(obj, vocab)
+        out += encode_string(obj, vocab)
     elif t is int or t is bool:
-        out += _int(int(obj))
+        out += encode_int(int(obj))
     elif t is float:
         out.append(FLOAT)
         out += _pack_double(obj)
     elif isinstance(obj, (list, tuple)):
         _encode(list(obj), out, vocab, depth)
     elif isinstance(obj, bool):
-        out += _int(int(obj))
+        out += encode_int(int(obj))
     else:
         raise EncodeError(f"Banana cannot send {t.__module__}.{t.__qualname__} objects: {obj!r:.80}")
 
@@ -154,7 +162,7 @@ def encode(sexp: Any, *, vocab: bool = True) -> bytes:
     nothing partial is ever returned.
     """
     out = bytearray()
-    _encode(sexp, out, _VOCAB_ENCODED if vocab else _NO_VOCAB)
+    _encode(sexp, out, VOCAB_CODES if vocab else NO_VOCAB)
     return bytes(out)
 
 

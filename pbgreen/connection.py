@@ -2,30 +2,31 @@
 
 How it works.
 
-* **Reading.** One reader greenlet (``run``) receives bytes and feeds the
-  broker. It never runs user code. An incoming call goes to a worker
-  greenlet: an idle one from an earlier call if there is one (up to
-  ``IDLE_WORKERS`` wait per connection, because spawning records a stack
-  and costs more than a small call), else a new one, at most ``max_calls``
-  running; past that calls wait their turn in a bounded backlog. Cache
-  updates go to one greenlet per connection that applies them in order.
-  When nothing is queued ahead, the reader switches straight to the worker
-  or to the caller waiting for an answer, and the hub resumes the reader
-  afterwards; otherwise the hand-over is queued, so events always start in
-  arrival order.
-* **Writing.** Whoever queued bytes calls ``flush``; if another greenlet is
-  already writing, it will take the new bytes too, so writes are coalesced
-  and leave in the order they were queued. ``socket.send`` can only be
-  interrupted (by ``gevent.Timeout``) while waiting, before it sent anything,
-  so an interrupted writer puts the unsent rest back and a fresh greenlet
-  finishes the job: a frame is never cut.
-* **Waiting.** A blocking call waits on a ``gevent.hub.Waiter``
-  (``callRemoteAsync`` on a ``CallResult``, an ``AsyncResult``), then
-  unjellies the answer in its own greenlet. A caller that stops waiting (timeout, kill)
-  abandons its request: the late answer is dropped and the references in it
-  are given back.
+* **Reading.** One reader greenlet (``run``) receives bytes, feeds the
+  broker and routes the events; it never runs user code. After each batch
+  it flushes, then yields until the hub is idle (``gevent.idle()``): ``recv`` does
+  not yield while data is waiting, so without it one busy peer would starve
+  every other connection. It stops reading (back-pressure) while the
+  incoming-call backlog is non-empty and the output is over the high-water
+  mark, or while too many cache updates wait to be applied.
+* **Writing: one writer.** Bytes are queued in the broker in the order they
+  were produced. ``flush`` tries one non-blocking ``send``: it cannot yield,
+  so nothing can interrupt it half-way. Whatever the kernel does not take
+  goes to a writer greenlet, the only code that ever waits on the socket's
+  write side; it runs until the queue is empty. A caller's ``gevent.Timeout``
+  therefore never cuts a frame (TLS always uses the writer, since an SSL
+  write must be retried with the same bytes).
+* **High-water mark.** Callers and workers wait before queuing a call or
+  starting one while more than ``high_water`` bytes are queued. Cache
+  updates never wait; a holder that falls more than ``4 × high_water``
+  behind is dropped (its caches get ``stoppedObserving``).
+* **Incoming calls** (``_workers.Workers``) run in worker greenlets, at most
+  ``max_calls`` at once; each answer is flushed as soon as it is queued.
+* **Waiting.** A blocking call waits on a ``gevent.hub.Waiter`` under its
+  request id; a caller that stops waiting (timeout, kill) abandons the id:
+  the late answer is dropped and the references in it given back.
 * **Decrefs.** Garbage collection of a ``RemoteReference`` only queues a
-  decref and pokes an async watcher; the hub then starts a flush.
+  release and pokes an async watcher; the hub then flushes.
 """
 
 from __future__ import annotations
@@ -33,25 +34,29 @@ from __future__ import annotations
 import logging
 import socket as _stdlib_socket
 import weakref
-from collections import deque
 from typing import Any, Callable
 
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.hub import Waiter
+from gevent.socket import socket as _gevent_socket
 
-from .errors import DeadReferenceError, Error, PBConnectionLost, ProtocolError
+from . import dispatch
+from ._workers import Workers, hand_over
+from .errors import (ClosedByPeer, ClosedLocally, DeadReferenceError, PBConnectionLost,
+                     ProtocolError)
+from .events import IncomingCall, Ready, Released, Reply, StoppedObserving
 from .jelly import SecurityOptions
-from .protocol import Broker, IncomingCall, Ready, Reply, RunCallbacks
+from .protocol import Broker
 from .reference import RemoteReference
 
-__all__ = ["Connection", "CallResult", "live_connections"]
+__all__ = ["Connection", "CallResult", "live_connections", "HIGH_WATER"]
 
 log = logging.getLogger("pbgreen.connection")
 
 RECV_SIZE = 256 * 1024
-IDLE_WORKERS = 8  # call workers kept waiting per connection
-BACKLOG_FACTOR = 10  # calls queued per connection, as a multiple of max_calls
+HIGH_WATER = 1024 * 1024  # bytes queued for the peer before callers and workers wait
+DROP_FACTOR = 4  # a cache holder this many high-water marks behind is dropped
 
 _live: "weakref.WeakSet[Connection]" = weakref.WeakSet()
 
@@ -82,45 +87,6 @@ def set_nodelay(sock: Any) -> None:
         sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):
         pass  # not TCP (a UNIX socket in tests), nothing to tune
-
-
-def _hand_over(waiter: Waiter, value: Any, run_callback: Callable[..., Any],
-               direct: bool) -> bool:
-    """Give ``value`` to the greenlet waiting on ``waiter``; True if it ran at once.
-
-    With ``direct``, the reader asks the hub to resume it afterwards and
-    switches straight to the waiting greenlet, so the call (or answer) is
-    handled before the reader goes back to ``recv`` rather than after a trip
-    through the event loop. Otherwise the hand-over is queued behind
-    whatever the hub already has queued, which keeps arrival order.
-    """
-    target = waiter.greenlet
-    if not direct or target is None:
-        run_callback(waiter.switch, value)
-        return False
-    run_callback(gevent.getcurrent().switch)
-    target.switch(value)
-    return True
-
-
-class _Wait:
-    """The token of a blocking call: the reader hands the reply to the waiting greenlet.
-
-    A ``Waiter`` resumed from the hub is an order of magnitude cheaper than an
-    ``AsyncResult``; it also keeps a reply that arrives before anyone waits.
-    """
-
-    __slots__ = ("waiter", "run_callback")
-
-    def __init__(self, run_callback: Callable[..., Any]) -> None:
-        self.waiter = Waiter()
-        self.run_callback = run_callback
-
-    def set(self, reply: Reply, direct: bool = False) -> bool:
-        return _hand_over(self.waiter, reply, self.run_callback, direct)
-
-    def set_exception(self, exc: BaseException) -> None:
-        self.run_callback(self.waiter.throw, exc)
 
 
 class CallResult(AsyncResult):
@@ -190,12 +156,54 @@ class CallResult(AsyncResult):
         """Whether the answer arrived and is not an error."""
         return self.ready() and self.exception is None
 
+    def deliver(self, reply: Reply, direct: bool) -> bool:
+        self.set(reply)
+        return False
+
     def __del__(self) -> None:
         # Only queues decrefs (no I/O): the driver writes them on its next flush.
         if not self._read and self.ready() and super().exception is None:
             reply = super().value
             if reply is not None:
-                self._connection.protocol.discard(reply)
+                self._connection._discard(reply)
+
+
+class _Wait:
+    """The token of a blocking call: the reader hands the reply to the waiting greenlet."""
+
+    __slots__ = ("waiter", "run_callback")
+
+    def __init__(self, run_callback: Callable[..., Any]) -> None:
+        self.waiter = Waiter()
+        self.run_callback = run_callback
+
+    def deliver(self, reply: Reply, direct: bool) -> bool:
+        return hand_over(self.waiter, reply, self.run_callback, direct)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.run_callback(self.waiter.throw, exc)
+
+
+class _Observed:
+    """The token of a cache update: nobody waits; a failure is logged."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: "Connection") -> None:
+        self.connection = connection
+
+    def deliver(self, reply: Reply, direct: bool) -> bool:
+        connection = self.connection
+        if not reply.ok:
+            failure = connection._outcome_of(reply, None)
+            log.warning("a cache holder's observe_ method failed (%s): %r", connection.peer,
+                        failure)
+        else:
+            connection._discard(reply)
+        return False
+
+    def set_exception(self, exc: BaseException) -> None:
+        pass
 
 
 class Connection:
@@ -210,14 +218,17 @@ class Connection:
         max_calls: incoming calls allowed to run at once on this connection;
             more wait their turn (up to ten times as many), past that they are
             answered with an error.
+        high_water: bytes queued for the peer past which callers and
+            workers wait (see ``docs/limits.md``).
     """
 
     def __init__(self, sock: Any, *, is_client: bool, root: Any = None,
                  security: SecurityOptions | None = None, unsafe_tracebacks: bool = False,
-                 max_calls: int = 1000, peer: Any = None, **decoder_options: Any) -> None:
+                 max_calls: int = 1000, peer: Any = None, high_water: int = HIGH_WATER,
+                 **decoder_options: Any) -> None:
         self.sock = sock
         self.peer = peer
-        self.max_calls = max_calls
+        self.high_water = high_water
         self.protocol = Broker(is_client=is_client, root=root, security=security,
                                unsafe_tracebacks=unsafe_tracebacks, invoker=self,
                                **decoder_options)
@@ -225,22 +236,24 @@ class Connection:
         self.ready = Event()
         self.closed = False
         self.close_reason: Any = None
-        self._writing = False
-        self._calls: set[gevent.Greenlet] = set()
-        self._idle: list[Waiter] = []
-        self._updates: deque[IncomingCall] = deque()  # cache updates, applied in order
-        self._backlog: deque[IncomingCall] = deque()  # calls waiting for a free worker
-        self._updater: gevent.Greenlet | None = None
+        self._cause: BaseException | None = None
+        # Only a plain gevent socket can be tried without waiting (send with
+        # timeout 0); TLS and anything else always go through the writer.
+        self._try_inline = type(sock) is _gevent_socket
+        self._unsent = b""
+        self._writer: gevent.Greenlet | None = None
+        self._drained = Event()  # set whenever the queue drops below the high-water mark
+        self._waiting: dict[int, Any] = {}  # request id -> token of whoever waits
         self._notify: list[tuple[RemoteReference, Callable[[RemoteReference], Any]]] = []
         self._reader: gevent.Greenlet | None = None
         self._hub = gevent.get_hub()
+        self._observed = _Observed(self)
+        self.workers = Workers(self, max_calls)
         self._wake = self._hub.loop.async_()
-        self._wake.start(self._on_wake)
+        self._wake.start(self.flush)
         self._wake.ref = False
-        self.protocol.on_decref_queued = self._wake.send
+        self.protocol.tables.on_release_queued = self._wake.send
         _live.add(self)
-        self.protocol.on_callbacks = lambda callbacks: gevent.spawn(self._run_callbacks, callbacks)
-        self._observed = _ObserverReplies(self.protocol)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -250,6 +263,16 @@ class Connection:
     def connected(self) -> bool:
         """Whether calls can still be made."""
         return not self.closed
+
+    @property
+    def max_calls(self) -> int:
+        """Incoming calls allowed to run at once."""
+        return self.workers.max_calls
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued for the peer and not yet written."""
+        return self.protocol.buffered + len(self._unsent)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -263,7 +286,7 @@ class Connection:
         With ``handshake_timeout``, a peer that has not finished the PB
         handshake by then is disconnected.
         """
-        reason: Any = "closed by the peer"
+        cause: BaseException = ClosedByPeer(f"{self.peer} closed the connection")
         protocol = self.protocol
         recv = self.sock.recv
         watchdog = None
@@ -272,157 +295,203 @@ class Connection:
                                           handshake_timeout)
         try:
             self.flush()  # an acceptor offers its dialects first
-            direct = True
             while not self.closed:
+                if self.workers.must_pause(self):
+                    self.workers.wait_resume(self)
+                    continue
                 data = recv(RECV_SIZE)
                 if not data:
+                    protocol.receive_eof()
                     break
-                # Events start in arrival order: once one had to be queued on
-                # the hub, the ones after it are queued too, and before the
-                # next batch goes direct the hub runs what is queued.
-                if not direct:
-                    gevent.sleep(0)
-                    direct = True
+                direct = True
                 for event in protocol.receive_data(data):
-                    kind = type(event)
-                    if kind is Reply:
-                        token, event.token = event.token, None  # no cycle via the token
-                        if type(token) is _Wait:
-                            direct = token.set(event, direct)
-                        else:
-                            token.set(event)
-                            direct = False
-                    elif kind is IncomingCall:
-                        direct = self._start_call(event, direct)
-                    elif kind is Ready:
-                        self.ready.set()
-                    elif kind is RunCallbacks:
-                        gevent.spawn(self._run_callbacks, event.callbacks)
-                        direct = False
-                if protocol._out or protocol._decrefs:
-                    self.flush()
+                    direct = self._route(event, direct)
+                event = None  # the last event must not stay alive while we wait in recv
+                self.flush()
                 if protocol.close_reason:
-                    reason = protocol.close_reason
-                    log.warning("closing connection to %s: %s", self.peer, reason)
+                    cause = ClosedLocally(protocol.close_reason)
+                    log.warning("closing connection to %s: %s", self.peer, protocol.close_reason)
                     break
+                gevent.idle()  # recv does not yield while data waits: let others run
         except ProtocolError as exc:
-            reason = exc
+            cause = exc
             log.warning("closing connection to %s: protocol error: %s", self.peer, exc)
         except OSError as exc:
-            reason = exc
+            cause = exc
         finally:
             if watchdog is not None:
                 watchdog.kill(block=False)
-            self._lost(reason)
+            self._lost(cause)
+
+    def _route(self, event: Any, direct: bool) -> bool:
+        """Deliver one event; whether the next one may still be handed over directly."""
+        kind = type(event)
+        if kind is Reply:
+            token = self._waiting.pop(event.request_id, None)
+            if token is None:  # its caller gave up in the meantime
+                self._discard(event)
+                return direct
+            return token.deliver(event, direct) and direct
+        if kind is IncomingCall:
+            return self.workers.start(event, direct)
+        if kind is Ready:
+            self.ready.set()
+        elif kind is Released:
+            gevent.spawn(dispatch.run_callbacks, list(event.callbacks), self.peer)
+        elif kind is StoppedObserving:
+            gevent.spawn(self._stop_observing, event)
+        return False
+
+    def _stop_observing(self, event: StoppedObserving) -> None:
+        # Updates the owner sends from stoppedObserving still go out, then uncache.
+        try:
+            dispatch.run_callbacks([lambda: event.cacheable.stoppedObserving(
+                event.perspective, event.observer)], self.peer)
+        finally:
+            if not self.closed:
+                self.protocol.send_uncache(event.cache_id)
+                self.flush()
 
     def _handshake_expired(self, seconds: float) -> None:
         if not self.ready.is_set():
             log.warning("closing connection to %s: no PB handshake within %s s", self.peer,
                         seconds)
-            self._lost(f"no PB handshake within {seconds} s")
+            self._lost(ClosedLocally(f"no PB handshake within {seconds} s"))
 
     def close(self, reason: str = "closed locally") -> None:
         """Close the connection; calls waiting for answers get ``PBConnectionLost``."""
-        self._lost(reason)
+        self._lost(ClosedLocally(reason))
         reader = self._reader
         if reader is not None and reader is not gevent.getcurrent():
             reader.join(timeout=5)
 
     def kill_calls(self, timeout: float | None = None) -> None:
         """Stop incoming calls still running (used when a server stops)."""
-        running = list(self._calls)
-        if self._updater is not None:
-            running.append(self._updater)
-        current = gevent.getcurrent()
-        gevent.killall([g for g in running if g is not current], timeout=timeout)
+        self.workers.kill(timeout)
 
-    def _lost(self, reason: Any) -> None:
+    def _lost(self, cause: BaseException) -> None:
         if self.closed:
             return
         self.closed = True
-        self.close_reason = reason
+        self.close_reason = cause
+        self._cause = cause
         _live.discard(self)
         self.ready.set()
-        self.protocol.on_decref_queued = None  # no more pokes at a watcher about to close
+        self._drained.set()
+        self.protocol.tables.on_release_queued = None  # no more pokes at a closing watcher
         self._wake.stop()
         self._wake.close()
+        writer, self._writer = self._writer, None
+        if writer is not None and writer is not gevent.getcurrent():
+            writer.kill(block=False)
         try:
             self.sock.close()
         except OSError:
             pass
-        self._backlog.clear()
-        idle, self._idle = self._idle, []
-        for waiter in idle:  # idle workers end
-            self._hub.loop.run_callback(waiter.switch, None)
-        tokens, callbacks = self.protocol.connection_lost()
-        for token in tokens:
-            token.set_exception(PBConnectionLost(
-                f"connection to {self.peer} lost while waiting for an answer: {reason}"))
+        self._unsent = b""
+        self.workers.stop()
+        pending, callbacks, stopped = self.protocol.connection_lost()
+        waiting, self._waiting = self._waiting, {}
+        for token in waiting.values():
+            lost = PBConnectionLost(f"connection to {self.peer} lost while waiting for an "
+                                    f"answer: {cause}")
+            lost.__cause__ = cause
+            token.set_exception(lost)
         notify, self._notify = self._notify, []
         callbacks = [lambda ref=ref, cb=cb: cb(ref) for ref, cb in notify] + callbacks
+        callbacks += [lambda e=e: e.cacheable.stoppedObserving(e.perspective, e.observer)
+                      for e in stopped]
         if callbacks:
-            gevent.spawn(self._run_callbacks, callbacks)
+            gevent.spawn(dispatch.run_callbacks, callbacks, self.peer)
 
     # ------------------------------------------------------------------ writing
 
     def flush(self) -> None:
-        """Write everything queued; returns at once if another greenlet is writing."""
-        if self._writing or self.closed:
+        """Write what is queued: at once if the socket takes it, else by the writer greenlet."""
+        if self._writer is not None or self.closed:
+            return  # the writer takes whatever is queued when it gets to it
+        data = self.protocol.data_to_send()
+        if not data:
             return
-        self._writing = True
+        if self._try_inline:
+            try:
+                sent = self.sock.send(data, 0, 0.0)  # timeout 0: never waits, never yields
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._lost(exc)
+                return
+            if sent == len(data):
+                if self.protocol.close_reason:
+                    self._lost(ClosedLocally(self.protocol.close_reason))
+                return
+            data = memoryview(data)[sent:]
+        self._unsent = data
+        self._drained.clear()
+        self._writer = gevent.spawn(self._write_rest)
+
+    def _write_rest(self) -> None:
+        # The writer: the one place that waits on the socket's write side.
+        # An SSL write that had to wait is retried with the same bytes, which
+        # is why nothing but this greenlet may ever wait in send.
+        send = self.sock.send
         protocol = self.protocol
-        data = b""
-        sent = 0
-        finished = False
         try:
-            send = self.sock.send
-            while True:
-                data = protocol.data_to_send()
+            while not self.closed:
+                data = self._unsent or protocol.data_to_send()
                 if not data:
                     break
-                sent = send(data)
-                while sent < len(data):
-                    sent += send(memoryview(data)[sent:])
-                data = b""
-            finished = True
+                self._unsent = data
+                view = memoryview(data)
+                while view:
+                    view = view[send(view):]
+                    self._unsent = view  # (a view: no copy of the tail)
+                self._unsent = b""
+                if self.buffered <= self.high_water:
+                    self._drained.set()
+                    self.workers.wake()
         except OSError as exc:
-            finished = True
-            self._writing = False
             self._lost(exc)
-            return
         finally:
-            if not finished:  # interrupted (gevent.Timeout, kill) while waiting to send
-                if data and sent < len(data):
-                    protocol.unsend(data[sent:])
-                self._writing = False
-                gevent.spawn(self.flush)  # whoever was interrupted, the bytes still go
-        self._writing = False
-        if protocol.close_reason:
-            self._lost(protocol.close_reason)
+            if self._writer is gevent.getcurrent():
+                self._writer = None
+            self._drained.set()
+        if protocol.close_reason and not self.closed:
+            self._lost(ClosedLocally(protocol.close_reason))
 
-    def _on_wake(self) -> None:
-        if not self.closed and not self._writing:
-            gevent.spawn(self.flush)
+    def wait_writable(self) -> None:
+        """Wait while more than ``high_water`` bytes are queued (back-pressure)."""
+        while self.buffered > self.high_water and not self.closed:
+            self._drained.clear()
+            self._drained.wait()
 
     # ------------------------------------------------------------------ calls out
+
+    def _dead(self, name: str) -> DeadReferenceError:
+        error = DeadReferenceError(f"Calling Stale Broker: the connection to {self.peer} is "
+                                   f"gone ({self.close_reason}); reconnect to call {name!r}")
+        error.__cause__ = self._cause
+        return error
 
     def _send(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
               kwargs: dict[str, Any], token: Any) -> int | None:
         if self.closed:
-            raise DeadReferenceError(f"Calling Stale Broker: the connection to {self.peer} is "
-                                     f"gone ({self.close_reason}); reconnect to call {name!r}")
+            raise self._dead(name)
         if "pbanswer" in kwargs and not kwargs.pop("pbanswer"):
             token = None
-        request_id = self.protocol.send_call(ref.luid, name, args, kwargs, ref.perspective,
-                                             token)
-        flushed = False
-        try:
-            self.flush()
-            flushed = True
-        finally:
-            if not flushed:  # interrupted while the bytes waited to go: nobody will wait
-                self.protocol.abandon(request_id)
+        self.wait_writable()
+        if self.closed:
+            raise self._dead(name)
+        request_id = dispatch.send_call(self.protocol, ref.luid, name, args, kwargs,
+                                        ref.perspective, token is not None)
+        if token is not None:
+            self._waiting[request_id] = token
+        self.flush()  # never waits: nothing can interrupt the call half-sent
         return request_id if token is not None else None
+
+    def _abandon(self, request_id: int) -> None:
+        self._waiting.pop(request_id, None)
+        self.protocol.abandon(request_id)
 
     def call(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> Any:
@@ -438,9 +507,9 @@ class Connection:
         finally:
             if reply is None:  # stopped waiting: timeout, kill, or the connection died
                 if waiter.ready() and waiter.successful():  # it came, but too late
-                    self.protocol.discard(waiter.value)
+                    self._discard(waiter.value)
                 else:
-                    self.protocol.abandon(request_id)
+                    self._abandon(request_id)
         return self._outcome(reply, ref.perspective)
 
     def call_async(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
@@ -451,74 +520,23 @@ class Connection:
             result.set(None)  # pbanswer=False: there is no answer to wait for
         return result
 
+    def _outcome_of(self, reply: Reply, perspective: Any) -> Any:
+        value = dispatch.read_reply(self.protocol, reply, perspective)
+        self.flush()  # releases the reply queued go out
+        return value
+
     def _outcome(self, reply: Reply, perspective: Any) -> Any:
-        value = self.protocol.read_reply(reply, perspective)
+        value = self._outcome_of(reply, perspective)
         if not reply.ok:
             raise value
         return value
 
-    # ------------------------------------------------------------------ calls in
-
-    def _start_call(self, call: IncomingCall, direct: bool) -> bool:
-        """Hand the call to a worker; True if it already ran (see ``_hand_over``)."""
-        if call.update:
-            # Cache updates are never refused and never reordered: one greenlet
-            # applies them in arrival order and writes their answers together.
-            self._updates.append(call)
-            if self._updater is None:
-                self._updater = gevent.spawn(self._apply_updates)
-            return False
-        if self._idle:  # a worker from an earlier call is waiting: no spawn needed
-            return _hand_over(self._idle.pop(), call, self._hub.loop.run_callback, direct)
-        if len(self._calls) >= self.max_calls:
-            # Every worker is busy: the call waits its turn, up to a bound.
-            if len(self._backlog) < self.max_calls * BACKLOG_FACTOR:
-                self._backlog.append(call)
-            elif call.answer:
-                self.protocol.send_error(call.request_id, Error(
-                    f"too many calls waiting on this connection ({self.max_calls} running, "
-                    f"{len(self._backlog)} queued); wait for answers before sending more"))
-            return False
-        self._calls.add(gevent.spawn(self._worker, [call]))
-        return False
-
-    def _apply_updates(self) -> None:
-        updates = self._updates
-        try:
-            while updates and not self.closed:
-                self._run(updates.popleft())
-                if not updates:
-                    self.flush()
-        finally:
-            self._updater = None
-
-    def _run(self, call: IncomingCall) -> None:
-        try:
-            self.protocol.run_call(call)
-        except gevent.Timeout as exc:  # the method's own timeout escaped: answer, go on
-            self.protocol.report(call, exc)
-
-    def _worker(self, first: list[IncomingCall]) -> None:
-        # Runs incoming calls one after another. Spawning a gevent Greenlet
-        # records its spawning stack, which costs more than the call itself,
-        # so a few workers stay and wait for the next call. The first call
-        # comes in a list emptied here: the Greenlet keeps its arguments, and
-        # must not keep the call's target and arguments alive.
-        call: IncomingCall | None = first.pop()
-        try:
-            while call is not None:
-                self._run(call)
-                call = self._backlog.popleft() if self._backlog and not self.closed else None
-                if call is not None:
-                    continue
-                self.flush()
-                if self.closed or len(self._idle) >= IDLE_WORKERS:
-                    return
-                waiter = Waiter()
-                self._idle.append(waiter)
-                call = waiter.get()
-        finally:
-            self._calls.discard(gevent.getcurrent())
+    def _discard(self, reply: Reply) -> None:
+        callbacks = self.protocol.discard(reply)
+        if callbacks:
+            gevent.spawn(dispatch.run_callbacks, callbacks, self.peer)
+        if not self.closed:
+            self._wake.send()
 
     def observe(self, observer: Any, name: str, args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> None:
@@ -526,12 +544,18 @@ class Connection:
         if self.closed or not observer.active:
             return
         try:
-            self.protocol.send_call(observer.cache_id, name, args, kwargs, observer.perspective,
-                                    self._observed, cache=True)
+            request_id = dispatch.send_call(self.protocol, observer.cache_id, name, args, kwargs,
+                                            observer.perspective, True, cache=True)
         except Exception:
             log.warning("could not send cache update %r to %s", name, self.peer, exc_info=True)
             return
-        self._wake.send()  # a writer greenlet picks it up; the setter goes on at once
+        self._waiting[request_id] = self._observed
+        if self.buffered > self.high_water * DROP_FACTOR:
+            log.warning("dropping cache holder %s: more than %d bytes of updates wait for it",
+                        self.peer, self.high_water * DROP_FACTOR)
+            self._lost(ClosedLocally("the cache holder fell too far behind"))
+            return
+        self._wake.send()  # the hub flushes soon; the setter goes on at once
 
     # ------------------------------------------------------------------ notifications
 
@@ -556,32 +580,3 @@ class Connection:
         """Wait for the handshake; ``True`` once calls may be sent."""
         self.ready.wait(timeout)
         return self.protocol.dialect is not None and not self.closed
-
-
-    def _run_callbacks(self, callbacks: list[Callable[[], Any]]) -> None:
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                log.exception("error in a disconnect, logout or stoppedObserving callback "
-                              "(connection to %s)", self.peer)
-        self.flush()
-
-
-class _ObserverReplies:
-    """The token for cache updates: nobody waits, errors are logged."""
-
-    __slots__ = ("protocol",)
-
-    def __init__(self, protocol: Any) -> None:
-        self.protocol = protocol
-
-    def set(self, reply: Reply) -> None:
-        if not reply.ok:
-            failure = self.protocol.failure_from(reply.sexp)
-            log.warning("a cache holder's observe_ method failed (%s): %r", self.protocol.peer,
-                        failure)
-        self.protocol.discard(reply)
-
-    def set_exception(self, exc: BaseException) -> None:
-        pass

@@ -8,17 +8,21 @@
      +-- InsecureJelly              a value refused by the security policy, by
      |                              us before sending or by the peer on receipt
      +-- NoSuchMethod (AttributeError)
-     +-- ConnectionError
+     +-- ConnectionError            a connection failed; who is at fault is in the name
      |    +-- ProtocolError         the peer broke PB's rules; connection closed
      |    |    +-- BananaError      bytes that are not banana
-     |    |    +-- DeadReferenceError   a call on a connection already gone
      |    +-- PBConnectionLost      the line died while a call waited
+     |    +-- DeadReferenceError    a call on a connection already gone
+     |    +-- ClosedByPeer          the peer ended the stream     } the __cause__ of the
+     |    +-- ClosedLocally         this side closed it           } two above, or OSError
      +-- LoginFailed                a login did not succeed
           +-- UnauthorizedLogin     wrong password or unknown user
           +-- UnhandledCredentials  no checker for these credentials
 ```
 
 Who is at fault is in the name: ``ProtocolError`` means the peer misbehaved,
+``ClosedLocally`` that this side closed the connection, ``ClosedByPeer`` that
+the peer did, an ``OSError`` that the network broke it;
 ``InsecureJelly`` means a value was refused (by us before sending, or by the
 peer on receipt), ``CopiedFailure`` means the remote method raised.
 
@@ -74,19 +78,37 @@ class NoSuchMethod(AttributeError):
 
 
 class ProtocolError(ConnectionError):
-    """The peer sent something that is not PB; the connection is closed."""
+    """The peer sent something that is not PB; the connection is closed.
+
+    Fault: the peer's.
+    """
 
 
 class BananaError(ProtocolError):
     """Bytes that do not decode as banana, or that break one of its limits."""
 
 
-class DeadReferenceError(ProtocolError):
-    """A call on a reference whose connection is gone (raised at the call)."""
+class DeadReferenceError(ConnectionError):
+    """A call on a reference whose connection is gone (raised at the call).
+
+    ``__cause__`` says why the connection went (see ``PBConnectionLost``).
+    """
 
 
 class PBConnectionLost(ConnectionError):
-    """The connection died while a call was waiting for its answer."""
+    """The connection died while a call was waiting for its answer.
+
+    ``__cause__`` is why: a ``ProtocolError`` (the peer broke PB), an
+    ``OSError`` (the network broke it), ``ClosedByPeer`` or ``ClosedLocally``.
+    """
+
+
+class ClosedByPeer(ConnectionError):
+    """The peer closed the connection in an orderly way (end of stream)."""
+
+
+class ClosedLocally(ConnectionError):
+    """This side closed the connection: ``close()``, a server stopping, or a limit."""
 
 
 class LoginFailed(Exception):

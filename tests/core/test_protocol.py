@@ -7,8 +7,10 @@ import logging
 
 import pytest
 
-from pbgreen import banana, errors, flavors
-from pbgreen.protocol import MAX_BROKER_REFS, Broker, IncomingCall, Ready, Reply, RunCallbacks
+from pbgreen import banana, dispatch, errors, flavors
+from pbgreen._failure import failure_from
+from pbgreen.events import IncomingCall, Ready, Released, Reply
+from pbgreen.protocol import MAX_BROKER_REFS, Broker
 from pbgreen.reference import RemoteReference
 
 H = bytes.fromhex
@@ -65,18 +67,20 @@ class Pair:
 
     def _handle(self, broker, event):
         if isinstance(event, IncomingCall):
-            broker.run_call(event)
+            dispatch.run_call(broker, event)
         elif isinstance(event, Reply):
-            self.replies[event.token] = event
-        elif isinstance(event, RunCallbacks):
+            self.replies[event.request_id] = event
+        elif isinstance(event, Released):
             self.callbacks.extend(event.callbacks)
 
+    def send(self, object_id, method, *args, **kwargs):
+        return dispatch.send_call(self.client, object_id, method, args, kwargs, None, True)
+
     def call(self, object_id, method, *args, **kwargs):
-        token = object()
-        self.client.send_call(object_id, method, args, kwargs, token=token)
+        request_id = self.send(object_id, method, *args, **kwargs)
         self.pump()
-        reply = self.replies.pop(token)
-        value = self.client.read_reply(reply)
+        reply = self.replies.pop(request_id)
+        value = dispatch.read_reply(self.client, reply, None)
         if not reply.ok:
             raise value
         return value
@@ -186,7 +190,7 @@ def test_twisted_error_names_become_pbgreen_classes():
                    [b"dictionary", [[b"unicode", b"type"], name.encode()],
                     [[b"unicode", b"value"], [b"unicode", b"x"]],
                     [[b"unicode", b"parents"], [b"list", [b"unicode", name.encode()]]]]]
-        exc = pair.client.failure_from(payload)
+        exc = failure_from(payload)
         assert isinstance(exc, cls) and isinstance(exc, errors.CopiedFailure)
         assert exc.type == name
 
@@ -197,11 +201,11 @@ def test_reference_table_counts_and_decrefs():
     again = pair.call(b"root", "getChild")
     assert child is again and isinstance(child, RemoteReference)
     luid = child.luid
-    assert pair.server.local_objects[luid].refcount == 2
+    assert pair.server.tables.locals[luid].refcount == 2
     del child, again
     gc.collect()
     pair.pump()
-    assert luid not in pair.server.local_objects
+    assert luid not in pair.server.tables.locals
     # one decref per receipt, written together
     assert pair.wire[-1] == ("C>S", banana.encode([b"decref", luid]) * 2)
 
@@ -215,8 +219,8 @@ def test_own_object_comes_back_as_itself_and_unknown_local_is_none():
     # the callee's decref for the argument comes after its answer, as Twisted's does not
     assert [m[0] for m in from_server[-2:]] == [b"answer", b"decref"]
     assert from_server[-2][2] == [b"local", 1] and from_server[-1] == [b"decref", 1]
-    assert pair.client.local_objects == {}
-    assert pair.client.unjelly_local(999, None) is None
+    assert pair.client.tables.locals == {}
+    assert pair.client.tables.unjelly_local(999, None) is None
 
 
 def test_max_broker_refs_exactly_1024_then_error_then_goodbye():
@@ -225,7 +229,7 @@ def test_max_broker_refs_exactly_1024_then_error_then_goodbye():
             return [Child() for _ in range(n)]
     pair = Pair(Many())
     kept = pair.call(b"root", "make", MAX_BROKER_REFS)
-    assert len(pair.server.local_objects) == MAX_BROKER_REFS + 1
+    assert len(pair.server.tables.locals) == MAX_BROKER_REFS + 1
     for attempt in range(3):
         with pytest.raises(errors.Error, match="Maximum PB reference count exceeded.$"):
             pair.call(b"root", "make", 1)
@@ -240,19 +244,18 @@ def test_unsendable_argument_rolls_back_its_registrations():
     pair = Pair()
     mine = Child()
     with pytest.raises(errors.InsecureJelly):
-        pair.client.send_call(b"root", "returnIt", (mine, object()), {}, token=object())
-    assert pair.client.local_objects == {}
+        pair.send(b"root", "returnIt", mine, object())
+    assert pair.client.tables.locals == {}
     assert pair.client.data_to_send() == b""
 
 
 def test_abandoned_answer_gives_its_references_back():
     pair = Pair()
-    token = object()
-    request = pair.client.send_call(b"root", "getChild", (), {}, token=token)
+    request = pair.send(b"root", "getChild")
     pair.client.abandon(request)
     pair.pump()
-    assert token not in pair.replies
-    assert pair.server.local_objects.keys() == {b"root"}
+    assert request not in pair.replies
+    assert pair.server.tables.locals.keys() == {b"root"}
 
 
 def test_invalid_object_id_and_bad_method_name():
@@ -277,7 +280,7 @@ def test_a_release_goes_out_before_a_call_made_after_it():
     luid = child.luid
     del child
     gc.collect()
-    pair.client.send_call(b"root", "add", (1, 2), {}, token=object())
+    pair.send(b"root", "add", 1, 2)
     decoder = banana.Decoder(vocab=True)
     sent = decoder.feed(pair.client.data_to_send())
     assert [m[0] for m in sent] == [b"decref", b"message"] and sent[0][1] == luid

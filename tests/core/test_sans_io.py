@@ -9,7 +9,9 @@ import textwrap
 
 import pytest
 
-CORE_MODULES = ["errors", "banana", "jelly", "flavors", "protocol", "cred", "reference"]
+CORE_MODULES = ["errors", "banana", "jelly", "flavors", "plaincodec", "events", "_refs",
+                "_failure", "protocol", "dispatch", "cred", "reference", "testing",
+                "testing.pump", "testing.processes"]
 
 BLOCKED_IMPORT = textwrap.dedent(
     """

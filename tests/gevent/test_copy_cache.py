@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import types
+import weakref
 
 import gevent
 import pytest
@@ -71,9 +72,17 @@ class Counter(pb.Cacheable):
         self.stop_event.set()
 
 
+class Lifetime:
+    """Lives exactly as long as the receiver's copy of one cache (its shared state)."""
+
+
 class CounterCache(pb.RemoteCache):
+    lifetimes: list = []  # weakrefs, one per cache the receiver ever built
+
     def __init__(self):
         self.updates = []
+        self.lifetime = Lifetime()
+        CounterCache.lifetimes.append(weakref.ref(self.lifetime))
 
     def observe_setValue(self, value):
         self.value = value
@@ -239,21 +248,23 @@ def test_cache_sent_back_is_the_original(ref):
     assert ref.callRemote("isCounter", cache) is True
 
 
-def test_dropping_the_last_handle_stops_observing(pb_server, pb_client):
+def test_dropping_the_last_handle_stops_observing(pb_server, pb_client, wait_until):
     root = Root()
     client = pb_client(pb_server(root))
     ref = client.getRootObject()
     cache = ref.callRemote("counter")
     twice = ref.callRemote("counterTwice")
     assert len(root.counter.observers) == 1
+    lifetime = weakref.ref(cache.lifetime)
     del cache, twice
     gc.collect()
     assert root.counter.stop_event.wait(5)
     assert root.counter.observers == [] and len(root.counter.stopped) == 1
-    with gevent.Timeout(5):
-        while client.connection.protocol.locally_cached:
-            gevent.sleep(0.01)
+    # the receiver forgets its copy too
+    wait_until(lambda: lifetime() is None, message="the client still holds the dropped cache")
+    built = len(CounterCache.lifetimes)
     again = ref.callRemote("counter")  # a fresh cache, full state again
+    assert len(CounterCache.lifetimes) == built + 1
     assert again.value == 3 and len(root.counter.observers) == 1
 
 
@@ -264,9 +275,9 @@ def test_disconnect_stops_observing_and_dead_observer_never_raises(pb_server, pb
     observer = root.counter.observers[0]
     client.close()
     assert root.counter.stop_event.wait(5)
-    observer.callRemote("setValue", 99)  # gone: dropped, no exception
-    root.counter.set(5)
-    assert cache.value == 3
+    assert root.counter.observers == [] and root.counter.stopped == [observer]
+    observer.callRemote("setValue", 99)  # its peer is gone: dropped, no exception
+    assert cache.value == 3  # the receiver keeps the last state it had
 
 
 def test_observer_call_returns_without_switching_greenlets(pb_server, pb_client):

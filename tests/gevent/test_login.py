@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 
 import gevent
 import pytest
@@ -49,11 +50,14 @@ class Realm:
         self.board = Board()
         self.logouts = []
         self.avatars = []
+        self.disconnected = gevent.event.Event()  # set when a mind's connection goes
 
     def requestAvatar(self, avatar_id, mind, *interfaces):
         assert interfaces[0] is pb.IPerspective
         avatar = User(avatar_id, mind, self)
         self.avatars.append(avatar)
+        if mind is not None:
+            mind.notifyOnDisconnect(lambda ref: self.disconnected.set())
         return interfaces[0], avatar, lambda: self.logouts.append(avatar_id)
 
 
@@ -74,11 +78,32 @@ def server(pb_server, realm):
     return pb_server(pb.Portal(realm, [checker, pb.AllowAnonymousAccess()]))
 
 
-def wait_for(condition, seconds=5):
-    with gevent.Timeout(seconds):
-        while not condition():
-            gc.collect()
-            gevent.sleep(0.01)
+@pytest.fixture
+def portal_roots(monkeypatch):
+    """What each connection's portal root handed out, through the root's own PB methods.
+
+    ``portal_roots.roots``: the root of each connection (``pb.cred.PortalRoot``,
+    one per connection, made by ``rootObject`` as Twisted's are);
+    ``portal_roots.challengers``: weakrefs to the objects ``login`` returned
+    for the client to answer its challenge to.
+    """
+    record = type("Record", (), {})()
+    record.roots, record.challengers = [], []
+    root_object = pb.cred.PortalRoot.rootObject
+    remote_login = pb.cred.PortalRoot.remote_login
+
+    def recording_root_object(self, connection):
+        root = root_object(self, connection)
+        record.roots.append(root)
+        return root
+
+    def recording_remote_login(self, username):
+        challenge, challenger = remote_login(self, username)
+        record.challengers.append(weakref.ref(challenger))
+        return challenge, challenger
+    monkeypatch.setattr(pb.cred.PortalRoot, "rootObject", recording_root_object)
+    monkeypatch.setattr(pb.cred.PortalRoot, "remote_login", recording_remote_login)
+    return record
 
 
 def test_login_reaches_perspective_methods_and_the_mind(server, pb_client, realm):
@@ -100,17 +125,21 @@ def test_copy_state_is_chosen_for_the_avatar(server, pb_client):
 
 
 @pytest.mark.parametrize("user,password", [(b"alice", b"wrong"), (b"mallory", b"secret")])
-def test_refused_login_raises_unauthorized_and_leaves_nothing(server, pb_client, user, password,
-                                                               realm):
+def test_refused_login_raises_unauthorized_and_leaves_nothing(portal_roots, server, pb_client,
+                                                              user, password, realm, wait_until):
     client = pb_client(server)
     with pytest.raises(pb.UnauthorizedLogin) as info:
         client.login(pb.UsernamePassword(user, password))
     assert isinstance(info.value, pb.CopiedFailure)
     assert "twisted.cred.error.UnauthorizedLogin" in info.value.parents
-    connection = next(iter(server.connections))
-    wait_for(lambda: set(connection.protocol.local_objects) == {b"root"})
     assert realm.avatars == []
     assert client.login(pb.UsernamePassword(b"alice", b"secret")).callRemote("whoami") == b"alice"
+    # The refused login's challenger is let go. (Checked after more traffic:
+    # test_calls.py::test_a_released_object_is_not_kept_alive_by_the_last_call_it_received
+    # covers an object released while the connection stays quiet.)
+    refused = portal_roots.challengers[0]
+    wait_until(lambda: refused() is None,
+               message="the server still holds the refused login's challenger")
 
 
 def test_anonymous_login(server, pb_client):
@@ -124,26 +153,27 @@ def test_anonymous_refused_without_an_anonymous_checker(pb_server, pb_client, re
         pb_client(server).login(pb.Anonymous())
 
 
-def test_logout_once_when_the_avatar_is_dropped(server, pb_client, realm):
+def test_logout_once_when_the_avatar_is_dropped(server, pb_client, realm, wait_until):
     client = pb_client(server)
-    avatar = client.login(pb.UsernamePassword(b"alice", b"secret"))
+    avatar = client.login(pb.UsernamePassword(b"alice", b"secret"), client=Mind())
     assert avatar.callRemote("whoami") == b"alice"
     del avatar
-    wait_for(lambda: realm.logouts == [b"alice"])
+    wait_until(lambda: realm.logouts, message="no logout")
     client.close()
-    gevent.sleep(0.05)
+    # the server has seen the disconnect, when a second logout would run
+    assert realm.disconnected.wait(5)
     assert realm.logouts == [b"alice"]
 
 
-def test_logout_once_on_disconnect(server, pb_client, realm):
+def test_logout_once_on_disconnect(server, pb_client, realm, wait_until):
     client = pb_client(server)
-    avatar = client.login(pb.UsernamePassword(b"alice", b"secret"))
+    avatar = client.login(pb.UsernamePassword(b"alice", b"secret"), client=Mind())
     assert avatar.callRemote("whoami") == b"alice"
     client.close()
-    wait_for(lambda: realm.logouts == [b"alice"])
-    del avatar
+    wait_until(lambda: realm.logouts, message="no logout")
+    assert realm.disconnected.wait(5)
+    del avatar  # on a closed connection: nothing may reach the server
     gc.collect()
-    gevent.sleep(0.05)
     assert realm.logouts == [b"alice"]
 
 
@@ -155,15 +185,18 @@ def test_a_client_cannot_reach_objects_it_was_not_given(server, pb_client):
     for luid in range(0, 40):
         if luid == bob.luid:
             continue
-        forged = pb.RemoteReference(bob_client.connection, luid)
+        forged = pb.RemoteReference(bob.broker, luid)
         with pytest.raises(pb.Error, match="Invalid Object ID"):
             forged.callRemote("whoami")
-    # alice's avatar id on her own connection means nothing on bob's
-    forged = pb.RemoteReference(bob_client.connection, alice.luid)
+    # alice's avatar id on her own connection means nothing on bob's: it
+    # reaches nothing, or bob's own avatar if the numbers happen to match
+    forged = pb.RemoteReference(bob.broker, alice.luid)
     try:
-        assert forged.callRemote("whoami") == b"bob"
+        answer = forged.callRemote("whoami")
     except pb.Error as exc:
         assert "Invalid Object ID" in str(exc)
+    else:
+        assert answer == b"bob"
     assert alice.callRemote("whoami") == b"alice"
 
 
@@ -188,9 +221,10 @@ def test_failed_logins_do_not_starve_other_clients(server, pb_client, quick_pena
     assert answers == [b"bob"] * 50
 
 
-def test_each_refusal_makes_the_next_attempt_on_that_connection_wait(server, pb_client):
+def test_each_refusal_makes_the_next_attempt_on_that_connection_wait(portal_roots, server,
+                                                                    pb_client):
     client = pb_client(server)
-    root = next(iter(server.connections)).protocol.local_objects[b"root"].object
+    (root,) = portal_roots.roots  # PortalRoot.penalty: its documented attribute
     penalties = []
     for _ in range(3):
         with pytest.raises(pb.UnauthorizedLogin):

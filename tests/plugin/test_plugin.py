@@ -6,13 +6,17 @@ import pytest
 
 ROOT = '''
 import gevent
+import gevent.event
 import pytest
 import pbgreen as pb
 
 class Root(pb.Root):
+    def __init__(self):
+        self.waiting = gevent.event.Event()
     def remote_add(self, a, b):
         return a + b
     def remote_wait(self):
+        self.waiting.set()
         gevent.sleep(30)
 '''
 
@@ -55,12 +59,13 @@ def test_leaks(pb_server):
 def test_leak_check_catches_a_call_left_waiting(pytester):
     result = run(pytester, '''
 def test_waits(pb_server, pb_client):
-    ref = pb_client(pb_server(Root())).getRootObject()
+    root = Root()
+    ref = pb_client(pb_server(root)).getRootObject()
     test_waits.job = gevent.spawn(ref.callRemote, "wait")
-    gevent.sleep(0.1)
+    assert root.waiting.wait(5)  # the call reached the server and waits for its answer
 ''')
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*test left behind*"])
+    result.stdout.fnmatch_lines(["*test left behind*connection(s) with calls waiting*"])
 
 
 def test_leak_check_catches_a_stray_greenlet(pytester):

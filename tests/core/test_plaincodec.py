@@ -1,4 +1,4 @@
-"""The fused fast path must agree with jelly+banana on everything it accepts."""
+"""The plain-data codec must agree with jelly+banana on everything it accepts."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pbgreen import banana, fast, flavors
-from pbgreen.banana import _NO_VOCAB, _VOCAB_ENCODED, BananaError, Decoder
+from pbgreen import banana, flavors, plaincodec
+from pbgreen.banana import NO_VOCAB, VOCAB_CODES, BananaError, Decoder
 from pbgreen.jelly import jelly, unjelly
 
 HEAD = [b"answer", 12345]
@@ -45,11 +45,11 @@ def same(a, b):
 @settings(max_examples=300, deadline=None)
 @given(values, st.booleans())
 def test_dumps_gives_the_same_bytes_as_jelly_and_banana(value, vocab):
-    table = _VOCAB_ENCODED if vocab else _NO_VOCAB
+    table = VOCAB_CODES if vocab else NO_VOCAB
     expected = banana.encode(HEAD + [jelly(value)], vocab=vocab)
     try:
-        assert fast.dumps(HEAD, (value,), table) == expected
-    except fast.Fallback:
+        assert plaincodec.dumps(HEAD, (value,), table) == expected
+    except plaincodec.Fallback:
         # only for what needs reference/dereference: shared objects such as ()
         assert b"dereference" in banana.encode(jelly(value), vocab=False)
 
@@ -59,42 +59,42 @@ def test_dumps_gives_the_same_bytes_as_jelly_and_banana(value, vocab):
 def test_loads_rebuilds_what_unjelly_rebuilds(value, chunk):
     data = banana.encode(HEAD + [jelly(value)])
     expected = unjelly(Decoder(vocab=True).feed(data)[0][2])
-    decoder = Decoder(vocab=True, fast=fast.loads)
+    decoder = Decoder(vocab=True, fast=plaincodec.loads)
     whole = decoder.feed(data)[0][2]
-    if type(whole) is fast.Built:
+    if type(whole) is plaincodec.Built:
         assert same(whole.value, expected)
     else:  # declined: only for reference/dereference, and then unchanged
         assert whole == Decoder(vocab=True).feed(data)[0][2]
         assert b"dereference" in banana.encode(whole, vocab=False)
-    pieces = Decoder(vocab=True, fast=fast.loads)
+    pieces = Decoder(vocab=True, fast=plaincodec.loads)
     found = []
     for i in range(0, len(data), chunk):
         found += pieces.feed(data[i:i + chunk])
     payload = found[0][2]
-    assert same(payload.value if type(payload) is fast.Built else unjelly(payload), expected)
+    assert same(payload.value if type(payload) is plaincodec.Built else unjelly(payload), expected)
 
 
 def test_shared_or_cyclic_containers_take_the_general_path():
     shared = [1]
-    with pytest.raises(fast.Fallback):
-        fast.dumps(HEAD, ([shared, shared],), _VOCAB_ENCODED)
+    with pytest.raises(plaincodec.Fallback):
+        plaincodec.dumps(HEAD, ([shared, shared],), VOCAB_CODES)
     cycle = []
     cycle.append(cycle)
-    with pytest.raises(fast.Fallback):
-        fast.dumps(HEAD, (cycle,), _VOCAB_ENCODED)
+    with pytest.raises(plaincodec.Fallback):
+        plaincodec.dumps(HEAD, (cycle,), VOCAB_CODES)
     # but the same object in *separate* values is fine (each is jellied alone)
-    assert fast.dumps([b"message"], (shared, shared), _VOCAB_ENCODED)
+    assert plaincodec.dumps([b"message"], (shared, shared), VOCAB_CODES)
 
 
 def test_flavors_and_references_take_the_general_path():
-    with pytest.raises(fast.Fallback):
-        fast.dumps(HEAD, ((flavors.Referenceable(),),), _VOCAB_ENCODED)
+    with pytest.raises(plaincodec.Fallback):
+        plaincodec.dumps(HEAD, ((flavors.Referenceable(),),), VOCAB_CODES)
     data = banana.encode([b"answer", 1, [b"list", [b"remote", 3]]])
-    assert Decoder(vocab=True, fast=fast.loads).feed(data) == [
+    assert Decoder(vocab=True, fast=plaincodec.loads).feed(data) == [
         [b"answer", 1, [b"list", [b"remote", 3]]]]
     shared = banana.encode([b"answer", 1, [b"tuple", [b"reference", 1, [b"list"]],
                                            [b"dereference", 1]]])
-    assert type(Decoder(vocab=True, fast=fast.loads).feed(shared)[0][2]) is list
+    assert type(Decoder(vocab=True, fast=plaincodec.loads).feed(shared)[0][2]) is list
 
 
 def test_a_declined_value_is_not_kept_alive():
@@ -102,20 +102,20 @@ def test_a_declined_value_is_not_kept_alive():
         pass
     thing = Thing()
     alive = weakref.ref(thing)
-    with pytest.raises(fast.Fallback):
-        fast.dumps(HEAD, ((1, thing),), _VOCAB_ENCODED)
+    with pytest.raises(plaincodec.Fallback):
+        plaincodec.dumps(HEAD, ((1, thing),), VOCAB_CODES)
     del thing
     gc.collect()
     assert alive() is None
 
 
 def test_limits_are_left_to_the_general_path():
-    too_long = banana._b128(banana.SIZE_LIMIT + 1) + b"\x82"
-    decoder = Decoder(vocab=True, fast=fast.loads)
+    too_long = banana.encode_b128(banana.SIZE_LIMIT + 1) + b"\x82"
+    decoder = Decoder(vocab=True, fast=plaincodec.loads)
     with pytest.raises(BananaError):
         decoder.feed(b"\x03\x80\x1b\x87\x01\x81" + too_long)
-    with pytest.raises(fast.Fallback):
-        fast.dumps(HEAD, (b"x" * (banana.SIZE_LIMIT + 1),), _VOCAB_ENCODED)
+    with pytest.raises(plaincodec.Fallback):
+        plaincodec.dumps(HEAD, (b"x" * (banana.SIZE_LIMIT + 1),), VOCAB_CODES)
 
 
 @settings(max_examples=400, deadline=None)
@@ -124,7 +124,7 @@ def test_fuzz_fast_and_general_decoders_agree(noise, value):
     data = banana.encode(HEAD + [jelly(value)])
     for stream in (noise, data[: len(data) // 2] + noise, data + noise):
         outcomes = []
-        for hook in (None, fast.loads):
+        for hook in (None, plaincodec.loads):
             decoder = Decoder(vocab=True, fast=hook)
             try:
                 found = decoder.feed(stream)
@@ -138,7 +138,7 @@ def test_fuzz_fast_and_general_decoders_agree(noise, value):
 def _plain(expr):
     if type(expr) is list:
         return [_plain(x) for x in expr]
-    if type(expr) is fast.Built:
+    if type(expr) is plaincodec.Built:
         return ("built", repr(expr.value))
     return expr
 

@@ -1,4 +1,4 @@
-"""A fused jelly+banana path for plain data, with the general path as fallback.
+"""Plain data straight to and from banana bytes, with jelly+banana as fallback.
 
 How it works. Most values crossing a PB connection are trees of basic types
 (str, bytes, int, float, None, bool, list, tuple, dict, set, frozenset).
@@ -21,12 +21,12 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from .banana import (_INT_BYTES, _LIST_HEAD, _NO_VOCAB, _STRING_HEAD, _VOCAB_ENCODED, PREFIX_LIMIT,
-                     SIZE_LIMIT, EncodeError, _b128, _int, _string)
+from .banana import (INT_BYTES, LIST_HEAD, NO_VOCAB, STRING_HEAD, VOCAB_CODES, PREFIX_LIMIT,
+                     SIZE_LIMIT, EncodeError, encode_b128, encode_int, encode_string)
 
-__all__ = ["Fallback", "Built", "dumps", "loads"]
+__all__ = ["Fallback", "Built", "dumps", "dumps_values", "loads"]
 
-_CACHED = len(_INT_BYTES)
+_CACHED = len(INT_BYTES)
 _FLOAT = b"\x84"
 _pack_double = struct.Struct("!d").pack
 _unpack_double = struct.Struct("!d").unpack_from
@@ -46,24 +46,24 @@ def _word(word: bytes, vocab: dict[bytes, bytes]) -> bytes:
     if code is not None:
         return code
     try:
-        return _string(word, vocab)
+        return encode_string(word, vocab)
     except EncodeError:
         raise Fallback from None
 
 
 def _number(value: int) -> bytes:
     try:
-        return _int(value)
+        return encode_int(value)
     except EncodeError:
         raise Fallback from None
 
 
 def _head(count: int) -> bytes:
     if count < _CACHED:
-        return _LIST_HEAD[count]
+        return LIST_HEAD[count]
     if count > SIZE_LIMIT:
         raise Fallback
-    return _b128(count) + b"\x80"
+    return encode_b128(count) + b"\x80"
 
 
 class _Tags:
@@ -71,19 +71,19 @@ class _Tags:
 
     def __init__(self, vocab: dict[bytes, bytes]) -> None:
         self.vocab = vocab
-        self.UNICODE = _LIST_HEAD[2] + _word(b"unicode", vocab)
+        self.UNICODE = LIST_HEAD[2] + _word(b"unicode", vocab)
         self.LIST = _word(b"list", vocab)
         self.TUPLE = _word(b"tuple", vocab)
         self.DICT = _word(b"dictionary", vocab)
         self.SET = _word(b"set", vocab)
         self.FROZENSET = _word(b"frozenset", vocab)
-        self.NONE = _LIST_HEAD[1] + _word(b"None", vocab)
-        boolean = _LIST_HEAD[2] + _word(b"boolean", vocab)
+        self.NONE = LIST_HEAD[1] + _word(b"None", vocab)
+        boolean = LIST_HEAD[2] + _word(b"boolean", vocab)
         self.TRUE = boolean + _word(b"true", vocab)
         self.FALSE = boolean + _word(b"false", vocab)
 
 
-_TAGS = {id(_VOCAB_ENCODED): _Tags(_VOCAB_ENCODED), id(_NO_VOCAB): _Tags(_NO_VOCAB)}
+_TAGS = {id(VOCAB_CODES): _Tags(VOCAB_CODES), id(NO_VOCAB): _Tags(NO_VOCAB)}
 
 
 class _Dumper:
@@ -101,12 +101,12 @@ class _Dumper:
         if t is str:
             data = obj.encode("utf-8")
             out.append(self.tags.UNICODE)
-            out.append(self.vocab.get(data) or (_STRING_HEAD[len(data)] + data
+            out.append(self.vocab.get(data) or (STRING_HEAD[len(data)] + data
                                                 if len(data) < _CACHED else _word(data, self.vocab)))
         elif t is int:
-            out.append(_INT_BYTES[obj] if 0 <= obj < _CACHED else _number(obj))
+            out.append(INT_BYTES[obj] if 0 <= obj < _CACHED else _number(obj))
         elif t is bytes:
-            out.append(self.vocab.get(obj) or (_STRING_HEAD[len(obj)] + obj if len(obj) < _CACHED
+            out.append(self.vocab.get(obj) or (STRING_HEAD[len(obj)] + obj if len(obj) < _CACHED
                                                else _word(obj, self.vocab)))
         elif t is float:
             out.append(_FLOAT + _pack_double(obj))
@@ -122,7 +122,7 @@ class _Dumper:
             tags = self.tags
             if t is dict:
                 out.append(tags.DICT)
-                pair = _LIST_HEAD[2]
+                pair = LIST_HEAD[2]
                 for key, item in obj.items():
                     out.append(pair)
                     self.value(key, depth + 2)
@@ -142,20 +142,25 @@ def dumps(head: list[Any], values: tuple[Any, ...], vocab: dict[bytes, bytes]) -
 
     ``head`` holds the message's plain fields (bytes and ints).
     """
-    dumper = _Dumper(vocab)
-    out = dumper.out
-    out.append(_LIST_HEAD[len(head) + len(values)])
+    out = [LIST_HEAD[len(head) + len(values)]]
     for field in head:
         if type(field) is bytes:
             out.append(_word(field, vocab))
         elif type(field) is int:
-            out.append(_INT_BYTES[field] if 0 <= field < _CACHED else _number(field))
+            out.append(INT_BYTES[field] if 0 <= field < _CACHED else _number(field))
         else:
             raise Fallback
+    out.append(dumps_values(values, vocab))
+    return b"".join(out)
+
+
+def dumps_values(values: tuple[Any, ...], vocab: dict[bytes, bytes]) -> bytes:
+    """Banana bytes of ``jelly(v)`` for each value, one after another, or ``Fallback``."""
+    dumper = _Dumper(vocab)
     for value in values:
         dumper.seen.clear()  # each value is jellied on its own, as Twisted does
         dumper.value(value, 1)
-    return b"".join(out)
+    return b"".join(dumper.out)
 
 
 # -------------------------------------------------------------------------- decoding

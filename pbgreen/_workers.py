@@ -1,0 +1,164 @@
+"""Running a connection's incoming calls: worker greenlets and their queues.
+
+How it works. An incoming call goes to an idle worker if one waits (a few
+are kept per connection, because spawning a gevent ``Greenlet`` records its
+stack and costs more than a small call), else to a new worker while fewer
+than ``max_calls`` run; past that it waits in a backlog of ten times
+``max_calls``, and past that it is answered with an error at once. A worker
+flushes each answer as soon as it is queued, then takes the next call from
+the backlog. Before starting a call it waits while the connection's output
+is over its high-water mark (back-pressure).
+
+Cache updates (``cachemessage``) are never refused or reordered: one greenlet
+per connection applies them in arrival order. While more than
+``MAX_QUEUED_UPDATES`` wait, or while calls wait in the backlog and the
+output is over the high-water mark, the reader stops reading.
+
+Hand-over: when nothing is queued ahead, the reader switches straight to the
+idle worker (or waiting caller) and the hub resumes the reader afterwards,
+which saves a trip through the event loop per call; otherwise the hand-over
+is queued on the hub, so events always start in arrival order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable
+
+import gevent
+from gevent.event import Event
+from gevent.hub import Waiter
+
+from . import dispatch
+from .errors import Error
+from .events import IncomingCall
+
+__all__ = ["Workers", "hand_over", "IDLE_WORKERS", "BACKLOG_FACTOR", "MAX_QUEUED_UPDATES"]
+
+IDLE_WORKERS = 8  # call workers kept waiting per connection
+BACKLOG_FACTOR = 10  # calls queued per connection, as a multiple of max_calls
+MAX_QUEUED_UPDATES = 10_000  # cache updates waiting to be applied before the reader pauses
+
+
+def hand_over(waiter: Waiter, value: Any, run_callback: Callable[..., Any], direct: bool) -> bool:
+    """Give ``value`` to the greenlet waiting on ``waiter``; True if it ran at once."""
+    target = waiter.greenlet
+    if not direct or target is None:
+        run_callback(waiter.switch, value)
+        return False
+    run_callback(gevent.getcurrent().switch)
+    target.switch(value)
+    return True
+
+
+class Workers:
+    """The incoming calls of one connection (see the module docstring)."""
+
+    def __init__(self, connection: Any, max_calls: int) -> None:
+        self.connection = connection
+        self.max_calls = max_calls
+        self._calls: set[gevent.Greenlet] = set()
+        self._idle: list[Waiter] = []
+        self._backlog: deque[IncomingCall] = deque()
+        self._updates: deque[IncomingCall] = deque()
+        self._updater: gevent.Greenlet | None = None
+        self._resume = Event()
+
+    def start(self, call: IncomingCall, direct: bool) -> bool:
+        """Hand ``call`` to a worker; True if it already ran (see ``hand_over``)."""
+        connection = self.connection
+        if call.update:
+            self._updates.append(call)
+            if self._updater is None:
+                self._updater = gevent.spawn(self._apply_updates)
+            return False
+        if self._idle:
+            return hand_over(self._idle.pop(), call, connection._hub.loop.run_callback, direct)
+        if len(self._calls) >= self.max_calls:
+            if len(self._backlog) < self.max_calls * BACKLOG_FACTOR:
+                self._backlog.append(call)
+            elif call.answer:
+                connection.protocol.send_error(call.request_id, Error(
+                    f"too many calls waiting on this connection ({self.max_calls} running, "
+                    f"{len(self._backlog)} queued); wait for answers before sending more"))
+            return False
+        self._calls.add(gevent.spawn(self._worker, [call]))
+        return False
+
+    def must_pause(self, connection: Any) -> bool:
+        """Whether the reader should stop reading for now (back-pressure)."""
+        return (len(self._updates) >= MAX_QUEUED_UPDATES
+                or (bool(self._backlog) and connection.buffered > connection.high_water))
+
+    def wait_resume(self, connection: Any) -> None:
+        """Wait until a worker, the updater or the writer made progress (or 50 ms)."""
+        self._resume.clear()
+        if self.must_pause(connection) and not connection.closed:
+            self._resume.wait(0.05)
+
+    def wake(self) -> None:
+        """Progress was made (output drained): a paused reader looks again."""
+        self._resume.set()
+
+    def _run(self, call: IncomingCall) -> None:
+        protocol = self.connection.protocol
+        try:
+            dispatch.run_call(protocol, call)
+        except gevent.Timeout as exc:  # the method's own timeout escaped: answer, go on
+            dispatch.report(protocol, call, exc)
+
+    def _worker(self, first: list[IncomingCall]) -> None:
+        # The first call comes in a list emptied here: the Greenlet keeps its
+        # arguments, and must not keep the call's target and arguments alive.
+        connection = self.connection
+        call: IncomingCall | None = first.pop()
+        try:
+            while call is not None:
+                connection.wait_writable()
+                self._run(call)
+                call = None  # nothing of the call stays alive while this worker waits
+                connection.flush()  # each answer leaves as soon as it is made
+                if self._backlog and not connection.closed:
+                    call = self._backlog.popleft()
+                    self._resume.set()
+                    continue
+                if connection.closed or len(self._idle) >= IDLE_WORKERS:
+                    return
+                waiter = Waiter()
+                self._idle.append(waiter)
+                call = waiter.get()
+                del waiter
+        finally:
+            self._calls.discard(gevent.getcurrent())
+
+    def _apply_updates(self) -> None:
+        updates = self._updates
+        connection = self.connection
+        try:
+            while updates and not connection.closed:
+                call = updates.popleft()
+                self._resume.set()
+                self._run(call)
+                del call
+                if not updates:
+                    connection.flush()
+        finally:
+            self._updater = None
+
+    def stop(self) -> None:
+        """The connection is gone: forget queued calls, let idle workers end."""
+        self._backlog.clear()
+        self._updates.clear()
+        self._resume.set()
+        idle, self._idle = self._idle, []
+        run_callback = self.connection._hub.loop.run_callback
+        for waiter in idle:
+            run_callback(waiter.switch, None)
+
+    def kill(self, timeout: float | None = None) -> None:
+        """Stop incoming calls still running (used when a server stops)."""
+        running = list(self._calls)
+        if self._updater is not None:
+            running.append(self._updater)
+        current = gevent.getcurrent()
+        gevent.killall([g for g in running if g is not current], timeout=timeout)

@@ -1,0 +1,168 @@
+"""Where user code runs: jellying values, rebuilding them, running one incoming call.
+
+The protocol core (``protocol.Broker``) never calls into user objects. Every
+step that may — ``getStateToCopyFor``, ``getStateToCacheAndObserveFor``,
+``setCopyableState``, a ``remote_`` method, ``stoppedObserving``, a logout —
+is here, called by the driver from the greenlet that owns the work (the
+caller, or a worker for an incoming call). None of it does I/O: it queues
+bytes in the broker and the driver writes them.
+
+Sending is prepare-then-queue: ``prepare`` jellies values into an
+``Outgoing`` without touching the broker's tables, and the broker commits
+and queues it in one step. If the peer let go of a cache meanwhile, the
+broker says ``Stale`` and the value is prepared again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from . import plaincodec
+from ._failure import failure_from
+from ._refs import SendContext, Stale
+from .banana import EncodeError, encode
+from .errors import Error, InsecureJelly, LoginFailed, RefLimitError
+from .events import IncomingCall, Reply
+from .jelly import Jellier, Unjellier
+from .protocol import Broker, Outgoing
+
+__all__ = ["prepare", "send_call", "read_reply", "unjelly", "run_call", "report",
+           "run_callbacks"]
+
+log = logging.getLogger("pbgreen")
+
+_ATTEMPTS = 3  # a value prepared again because a cache it named went stale meanwhile
+
+
+def prepare(broker: Broker, values: tuple[Any, ...], perspective: Any) -> Outgoing:
+    """Jelly ``values`` for ``broker``; ``InsecureJelly`` if one cannot be sent."""
+    try:  # plain data: objects to bytes in one pass, nothing to register
+        return Outgoing(len(values), plaincodec.dumps_values(values, broker.vocab))
+    except plaincodec.Fallback:
+        pass
+    context = SendContext(broker.tables)
+    vocab = broker.dialect == b"pb"
+    prepared = False
+    try:
+        body = b"".join(encode(Jellier(context, perspective, broker.security).jelly(value),
+                               vocab=vocab) for value in values)
+        prepared = True
+    except EncodeError as exc:
+        raise InsecureJelly(f"cannot send this value: {exc}") from None
+    finally:
+        if not prepared:
+            _give_up(context, broker)
+    return Outgoing(len(values), body, context)
+
+
+def _give_up(context: SendContext | None, broker: Broker) -> None:
+    """A prepared value will not be sent: caches it started stop being observed."""
+    if context is None:
+        return
+    for cacheable, perspective, observer in context.abandoned():
+        try:
+            cacheable.stoppedObserving(perspective, observer)
+        except Exception:
+            log.exception("stoppedObserving failed (connection to %s)", broker.peer)
+
+
+def _queue(broker: Broker, values: tuple[Any, ...], perspective: Any,
+           send: Callable[[Outgoing], Any]) -> Any:
+    for _ in range(_ATTEMPTS):
+        outgoing = prepare(broker, values, perspective)
+        sent = False
+        try:
+            result = send(outgoing)
+            sent = True
+            return result
+        except Stale:
+            pass
+        finally:
+            if not sent:
+                _give_up(outgoing.context, broker)
+    raise InsecureJelly("the value names caches the peer keeps letting go of; send it again")
+
+
+def send_call(broker: Broker, object_id: Any, method: str, args: tuple[Any, ...],
+              kwargs: dict[str, Any], perspective: Any, answer: bool, cache: bool = False) -> int:
+    """Jelly and queue a call; its request id. ``InsecureJelly``: nothing was queued."""
+    return _queue(broker, (args, kwargs), perspective,
+                  lambda values: broker.send_call(object_id, method, values, answer, cache))
+
+
+def unjelly(broker: Broker, sexp: Any, perspective: Any) -> Any:
+    """Rebuild a value from the peer; ``InsecureJelly`` if anything in it is refused."""
+    if type(sexp) is plaincodec.Built:  # plain data the decoder already rebuilt
+        return sexp.value
+    unjellier = Unjellier(broker.tables, perspective, broker.security)
+    try:
+        return unjellier.unjellyFull(sexp)
+    except (InsecureJelly, RefLimitError):
+        broker.tables.release_unread(sexp, unjellier.claimed)
+        raise
+    except Exception as exc:
+        broker.tables.release_unread(sexp, unjellier.claimed)
+        raise InsecureJelly(f"could not rebuild a value from the peer: "
+                            f"{type(exc).__name__}: {exc}") from exc
+
+
+def read_reply(broker: Broker, reply: Reply, perspective: Any) -> Any:
+    """The answer's value, or the exception an ``error`` stands for (returned)."""
+    try:
+        if reply.ok:
+            return unjelly(broker, reply.sexp, perspective)
+        return failure_from(reply.sexp)
+    finally:
+        run_callbacks(broker.done_with(reply), broker.peer)
+
+
+def run_call(broker: Broker, call: IncomingCall) -> None:
+    """Run an incoming call (user code) and queue its answer or error."""
+    perspective = None
+    try:
+        method, perspective = call.target.remoteMethod(call.method)
+        try:
+            args = unjelly(broker, call.args, perspective)
+            kwargs = unjelly(broker, call.kwargs, perspective)
+        except InsecureJelly as exc:  # the caller sent something refused: its problem
+            log.info("refused the arguments %s sent for %s: %s", broker.peer, call.method, exc)
+            if call.answer:
+                broker.send_error(call.request_id, exc)
+            return
+        if type(args) is not tuple:
+            args = tuple(args) if type(args) is list else (args,)
+        if type(kwargs) is not dict:
+            raise InsecureJelly("keyword arguments from the peer are not a dictionary")
+        if any(type(k) is not str for k in kwargs):
+            kwargs = {k.decode("utf-8") if type(k) is bytes else k: v for k, v in kwargs.items()}
+        result = method(*args, **kwargs)
+        del args, kwargs  # their references are released after the answer is queued
+        if call.answer:
+            _queue(broker, (result,), perspective,
+                   lambda values: broker.send_answer(call.request_id, values))
+    except Exception as exc:
+        report(broker, call, exc)
+
+
+def report(broker: Broker, call: IncomingCall, exc: BaseException) -> None:
+    """Log a failed incoming call as PB does, and answer it with the error."""
+    if isinstance(exc, LoginFailed):
+        log.info("login refused for %s (%s)", broker.peer, type(exc).__name__)
+    elif isinstance(exc, Error):  # expected: the caller gets it, nothing to log
+        log.debug("call %s from %s failed: %r", call.method, broker.peer, exc)
+    else:
+        log.error("Peer Will Receive PB Traceback (%s calling %s)", broker.peer, call.method,
+                  exc_info=exc)
+    if call.answer:
+        broker.send_error(call.request_id, exc)
+
+
+def run_callbacks(callbacks: list[Callable[[], Any]], peer: Any) -> None:
+    """Run release, disconnect or logout callbacks; log (never raise) their errors."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("error in a disconnect, logout or stoppedObserving callback "
+                          "(connection to %s)", peer)
