@@ -59,7 +59,7 @@ class _Local:
 class _Owned:
     """One of our Cacheables as the peer holds it."""
 
-    __slots__ = ("object", "refcount", "puid", "perspective", "observer")
+    __slots__ = ("object", "refcount", "puid", "perspective", "observer", "pins")
 
     def __init__(self, obj: Any, puid: Any, perspective: Any, observer: RemoteCacheObserver) -> None:
         self.object = obj
@@ -67,6 +67,7 @@ class _Owned:
         self.puid = puid
         self.perspective = perspective
         self.observer = observer
+        self.pins = 0
 
 
 class SendContext:
@@ -215,20 +216,31 @@ class RefTables:
         entry.refcount -= 1
         return self._drop_if_free(luid, entry)
 
-    def pin(self, luids: tuple[Any, ...]) -> None:
-        for luid in luids:
-            entry = self.locals.get(luid)
+    def _pinned_entry(self, tag: bytes, key: Any) -> Any:
+        return (self.locals if tag == b"local" else self.owned).get(key)
+
+    def pin(self, pins: tuple[tuple[bytes, Any], ...]) -> None:
+        """Keep the objects an unread reply names (``local``/``lcache``) until it is read."""
+        for tag, key in pins:
+            entry = self._pinned_entry(tag, key)
             if entry is not None:
                 entry.pins += 1
 
-    def unpin(self, luids: tuple[Any, ...]) -> list[Callable[[], Any]]:
+    def unpin(self, pins: tuple[tuple[bytes, Any], ...]
+              ) -> tuple[list[Callable[[], Any]], list[tuple[Any, _Owned]]]:
+        """The reply was read: (release callbacks owed, ``(cache id, entry)`` to stop observing)."""
         callbacks: list[Callable[[], Any]] = []
-        for luid in luids:
-            entry = self.locals.get(luid)
-            if entry is not None and entry.pins > 0:
-                entry.pins -= 1
-                callbacks += self._drop_if_free(luid, entry)
-        return callbacks
+        stopped: list[tuple[Any, _Owned]] = []
+        for tag, key in pins:
+            entry = self._pinned_entry(tag, key)
+            if entry is None or entry.pins <= 0:
+                continue
+            entry.pins -= 1
+            if tag == b"local":
+                callbacks += self._drop_if_free(key, entry)
+            elif entry.refcount <= 0 and entry.pins == 0:
+                stopped.append((key, self._drop_cache(key, entry)))
+        return callbacks, stopped
 
     def _drop_if_free(self, luid: Any, entry: _Local) -> list[Callable[[], Any]]:
         if entry.refcount > 0 or entry.pins > 0:
@@ -248,8 +260,11 @@ class RefTables:
         """One receipt of our cache fewer; the entry, removed, when it was the last."""
         entry = self.owned[cache_id]
         entry.refcount -= 1
-        if entry.refcount > 0:
+        if entry.refcount > 0 or entry.pins > 0:
             return None
+        return self._drop_cache(cache_id, entry)
+
+    def _drop_cache(self, cache_id: Any, entry: _Owned) -> _Owned:
         del self.owned[cache_id]
         if self.cache_ids.get(entry.puid) == cache_id:
             del self.cache_ids[entry.puid]
@@ -306,12 +321,12 @@ class RefTables:
         (those are given back when the handles die, not here).
         """
         remotes, caches = find_references(sexp)
-        owed = Counter((b"decref", luid) for luid in remotes)
-        owed.update((b"decache", cid) for cid in caches)
-        owed.subtract(claimed)
+        owed = Counter((b"decref", luid) for luid in remotes if type(luid) is int)
+        owed.update((b"decache", cid) for cid in caches if type(cid) is int)
+        owed.subtract(item for item in claimed if type(item[1]) is int)
         queued = False
         for (command, key), count in owed.items():
-            if count > 0 and type(key) is int:
+            if count > 0:
                 self.releases.append((command, key, [count]))
                 queued = True
         if queued and self.on_release_queued is not None:

@@ -336,21 +336,13 @@ class Connection:
             return self.workers.start(event, direct)
         if kind is Ready:
             self.ready.set()
-        elif kind is Released:
-            gevent.spawn(dispatch.run_callbacks, list(event.callbacks), self.peer)
-        elif kind is StoppedObserving:
-            gevent.spawn(self._stop_observing, event)
+        elif kind is Released or kind is StoppedObserving:
+            gevent.spawn(self._settle, [event])
         return False
 
-    def _stop_observing(self, event: StoppedObserving) -> None:
-        # Updates the owner sends from stoppedObserving still go out, then uncache.
-        try:
-            dispatch.run_callbacks([lambda: event.cacheable.stoppedObserving(
-                event.perspective, event.observer)], self.peer)
-        finally:
-            if not self.closed:
-                self.protocol.send_uncache(event.cache_id)
-                self.flush()
+    def _settle(self, events: list[Released | StoppedObserving]) -> None:
+        dispatch.settle(self.protocol, events)
+        self.flush()
 
     def _handshake_expired(self, seconds: float) -> None:
         if not self.ready.is_set():
@@ -532,9 +524,9 @@ class Connection:
         return value
 
     def _discard(self, reply: Reply) -> None:
-        callbacks = self.protocol.discard(reply)
-        if callbacks:
-            gevent.spawn(dispatch.run_callbacks, callbacks, self.peer)
+        owed = self.protocol.discard(reply)
+        if owed:
+            gevent.spawn(self._settle, owed)
         if not self.closed:
             self._wake.send()
 

@@ -23,11 +23,11 @@ from ._failure import failure_from
 from ._refs import SendContext, Stale
 from .banana import EncodeError, encode
 from .errors import Error, InsecureJelly, LoginFailed, RefLimitError
-from .events import IncomingCall, Reply
+from .events import IncomingCall, Released, Reply, StoppedObserving
 from .jelly import Jellier, Unjellier
 from .protocol import Broker, Outgoing
 
-__all__ = ["prepare", "send_call", "read_reply", "unjelly", "run_call", "report",
+__all__ = ["prepare", "send_call", "read_reply", "unjelly", "run_call", "report", "settle",
            "run_callbacks"]
 
 log = logging.getLogger("pbgreen")
@@ -114,7 +114,7 @@ def read_reply(broker: Broker, reply: Reply, perspective: Any) -> Any:
             return unjelly(broker, reply.sexp, perspective)
         return failure_from(reply.sexp)
     finally:
-        run_callbacks(broker.done_with(reply), broker.peer)
+        settle(broker, broker.done_with(reply))
 
 
 def run_call(broker: Broker, call: IncomingCall) -> None:
@@ -156,6 +156,23 @@ def report(broker: Broker, call: IncomingCall, exc: BaseException) -> None:
                   exc_info=exc)
     if call.answer:
         broker.send_error(call.request_id, exc)
+
+
+def settle(broker: Broker, events: list[Released | StoppedObserving]) -> None:
+    """Run what releases owe: logout and other release callbacks, ``stoppedObserving``.
+
+    After ``stoppedObserving`` (updates it sends still go out first) the
+    broker tells the peer ``uncache``.
+    """
+    for event in events:
+        if type(event) is Released:
+            run_callbacks(list(event.callbacks), broker.peer)
+        else:
+            try:
+                run_callbacks([lambda: event.cacheable.stoppedObserving(
+                    event.perspective, event.observer)], broker.peer)
+            finally:
+                broker.send_uncache(event.cache_id)
 
 
 def run_callbacks(callbacks: list[Callable[[], Any]], peer: Any) -> None:

@@ -43,14 +43,16 @@ class IncomingCall:
 class Reply:
     """The answer (``ok``) or error to our request ``request_id``.
 
-    ``pins`` lists our objects the reply names as ``local``: they stay in
-    the table until the reply is read or discarded (``Broker.done_with``).
+    ``pins`` lists our objects and caches the reply sends back (``local``,
+    ``lcache``) as ``(tag, id)``: they stay in the tables until the reply is
+    read or discarded (``Broker.done_with``), even if the peer's release
+    arrives first.
     """
 
     request_id: int
     ok: bool
     sexp: Any
-    pins: tuple[Any, ...] = ()
+    pins: tuple[tuple[bytes, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -253,12 +253,20 @@ class Broker:
         """The caller stopped waiting: the late answer's references will be given back."""
         self.pending.discard(request_id)
 
-    def done_with(self, reply: Reply) -> list[Callable[[], Any]]:
-        """``reply`` was read (or never will be): unpin what it named; callbacks owed."""
-        return self.tables.unpin(reply.pins) if reply.pins else []
+    def done_with(self, reply: Reply) -> list[Released | StoppedObserving]:
+        """``reply`` was read (or never will be): unpin what it named; the events now owed."""
+        if not reply.pins:
+            return []
+        callbacks, stopped = self.tables.unpin(reply.pins)
+        events: list[Released | StoppedObserving] = [
+            StoppedObserving(cache_id, e.object, e.perspective, e.observer)
+            for cache_id, e in stopped]
+        if callbacks:
+            events.append(Released(tuple(callbacks)))
+        return events
 
-    def discard(self, reply: Reply) -> list[Callable[[], Any]]:
-        """A reply nobody will read: give back what it holds; callbacks owed."""
+    def discard(self, reply: Reply) -> list[Released | StoppedObserving]:
+        """A reply nobody will read: give back what it holds; the events now owed."""
         if type(reply.sexp) is not plaincodec.Built:
             self.tables.release_unread(reply.sexp)
         return self.done_with(reply)
@@ -352,7 +360,7 @@ def _read_reply(broker: Broker, expr: list[Any], events: list[Any]) -> None:
     ok = expr[0] == b"answer"
     pins: tuple[Any, ...] = ()
     if ok and type(sexp) is not plaincodec.Built:
-        pins = tuple(_locals_named(sexp))
+        pins = tuple(_pins_named(sexp))
         broker.tables.pin(pins)
     events.append(Reply(request_id, ok, sexp, pins))
 
@@ -402,15 +410,17 @@ _READERS: dict[bytes, Callable[[Broker, list[Any], list[Any]], None]] = {
 }
 
 
-def _locals_named(sexp: Any) -> list[Any]:
-    """The luids a value names as ``['local', luid]`` (our own objects sent back)."""
+def _pins_named(sexp: Any) -> list[tuple[bytes, Any]]:
+    """Our own objects and caches a value sends back (``['local', id]``, ``['lcache', id]``)."""
     found = []
     stack = [sexp]
     while stack:
         node = stack.pop()
         if type(node) is list and node:
-            if node[0] == b"local" and len(node) == 2 and type(node[1]) in (int, bytes):
-                found.append(node[1])
+            tag = node[0]
+            if (tag == b"local" or tag == b"lcache") and len(node) == 2 \
+                    and type(node[1]) in (int, bytes):
+                found.append((tag, node[1]))
             else:
                 stack.extend(node)
     return found
