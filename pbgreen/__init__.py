@@ -10,7 +10,8 @@ from typing import Any
 from . import banana, cred, jelly
 from .cred import (ANONYMOUS, AllowAnonymousAccess, Anonymous, ICredentialsChecker, IPerspective,
                    IRealm, InMemoryPasswordChecker, Portal, UsernamePassword)
-from .errors import (BananaError, CopiedFailure, DeadReferenceError, Error, InsecureJelly,
+from .errors import (BananaError, ClosedByPeer, ClosedLocally, CopiedFailure, DeadReferenceError,
+                     Error, InsecureJelly,
                      LoginFailed, NoSuchMethod, PBConnectionLost, ProtocolError, RefLimitError,
                      UnauthorizedLogin, UnhandledCredentials)
 from .flavors import (Avatar, Cacheable, Copyable, Referenceable, RemoteCache, RemoteCopy,
@@ -42,7 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ANONYMOUS", "AllowAnonymousAccess", "Anonymous", "ICredentialsChecker", "IPerspective",
     "IRealm", "InMemoryPasswordChecker", "Portal", "UsernamePassword", "cred",
-    "Avatar", "BananaError", "Cacheable", "Copyable", "CopiedFailure", "DeadReferenceError",
+    "Avatar", "BananaError", "Cacheable", "ClosedByPeer", "ClosedLocally", "Copyable", "CopiedFailure", "DeadReferenceError",
     "Error", "InsecureJelly", "LoginFailed", "NoSuchMethod", "PBClient", "PBConnectionLost", "PBServer",
     "ProtocolError", "RefLimitError", "Referenceable", "RemoteCache", "RemoteCopy",
     "RemoteReference", "Root", "SecurityOptions", "UnauthorizedLogin", "UnhandledCredentials",

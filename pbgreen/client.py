@@ -6,7 +6,6 @@ import ssl
 import time
 from typing import Any
 
-import gevent
 from gevent import socket
 
 from . import portno

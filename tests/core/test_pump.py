@@ -254,8 +254,8 @@ def test_a_cacheable_handed_straight_back_arrives_as_itself():
     # The echoing side answers ['lcache', id] and then, its copy gone, sends
     # ['decache', id] in the same write. The owner reads the answer after the
     # reader has handled the decache (the driver's order), and refuses it:
-    # "the peer sent back cache 1, which it does not hold". ['local', n]
-    # answers are kept readable by Broker._pin; caches have no such pin.
+    # "the peer sent back cache 1, which it does not hold" -- unless, like
+    # ['local', n], the cache is pinned until the answer is read.
     from pbgreen.jelly import SecurityOptions
 
     security = SecurityOptions()
