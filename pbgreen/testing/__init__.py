@@ -5,6 +5,8 @@
   ``pytest11`` entry point. Its names are also reachable from here.
 * ``pbgreen.testing.pump`` — two sans-I/O protocol objects wired back to
   back, for testing PB logic with no sockets and no gevent.
+* ``pbgreen.testing.processes`` — start a server program, wait for its
+  ready line, stop it for sure (benchmarks, demos, tests).
 
 Importing this package imports neither gevent nor pytest: the plugin's
 names are loaded on first use.

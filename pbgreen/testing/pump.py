@@ -23,12 +23,13 @@ was on its way.
 
 Example::
 
-    from pbgreen.testing.pump import pair
+    from pbgreen import dispatch
+    from pbgreen.testing.pump import drive, pair
 
-    p = pair(root=MyRoot())                 # handshake already done
-    p.client.send_call(b"root", "add", (1, 2), {}, token="t1")
-    got = p.pump()
-    (call,) = got.server                    # the incoming-call event
+    p = pair(root=MyRoot(), on_event=drive)   # handshake done; calls run as they come
+    request = dispatch.send_call(p.client, b"root", "add", (1, 2), {}, None, True)
+    (reply,) = p.pump().client                # the Reply event
+    assert dispatch.read_reply(p.client, reply, None) == 3
 
 This module imports neither gevent nor pytest.
 """
@@ -37,9 +38,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Protocol
 
+from .. import dispatch
+from ..events import IncomingCall, Released, StoppedObserving
 from ..protocol import Broker
 
-__all__ = ["SansIO", "Pumped", "Pump", "pair", "CLIENT_TO_SERVER", "SERVER_TO_CLIENT"]
+__all__ = ["SansIO", "Pumped", "Pump", "pair", "drive", "CLIENT_TO_SERVER", "SERVER_TO_CLIENT"]
 
 #: Direction tags used in ``Pump.wire``.
 CLIENT_TO_SERVER = "C>S"
@@ -153,6 +156,19 @@ class Pump:
         self._deliver(target, data, self.bytewise if bytewise is None else bytewise,
                       fresh, history)
         return fresh
+
+
+def drive(receiver: Any, event: Any) -> None:
+    """An ``on_event`` that does what the gevent driver does, at once and in order.
+
+    Incoming calls run (``dispatch.run_call``), releases are settled (logout
+    callbacks, ``stoppedObserving``); replies are left for the test to read
+    with ``dispatch.read_reply``.
+    """
+    if type(event) is IncomingCall:
+        dispatch.run_call(receiver, event)
+    elif type(event) is Released or type(event) is StoppedObserving:
+        dispatch.settle(receiver, [event])
 
 
 def pair(root: Any = None, *, bytewise: bool = False, handshake: bool = True,

@@ -265,3 +265,13 @@ def test_a_cacheable_handed_straight_back_arrives_as_itself():
     _send(p.client, b"root", "echo", (thing,))
     (reply,) = named(p.pump().client, "Reply")
     assert _read(p.client, reply) == [[thing], {}]
+
+
+def test_the_documented_example_runs_with_drive():
+    from pbgreen.testing.pump import drive
+
+    p = pair(root=Root(), on_event=drive)
+    request = dispatch.send_call(p.client, b"root", "add", (1, 2), {}, None, True)
+    (reply,) = p.pump().client
+    assert reply.request_id == request
+    assert dispatch.read_reply(p.client, reply, None) == 3
