@@ -59,8 +59,9 @@ class Workers:
         self.max_calls = max_calls
         self._calls: set[gevent.Greenlet] = set()
         self._idle: list[Waiter] = []
-        self._backlog: deque[IncomingCall] = deque()
-        self._updates: deque[IncomingCall] = deque()
+        #: Calls waiting for a free worker, and cache updates waiting to be applied.
+        self.backlog: deque[IncomingCall] = deque()
+        self.updates: deque[IncomingCall] = deque()
         self._updater: gevent.Greenlet | None = None
         self._resume = Event()
 
@@ -68,27 +69,27 @@ class Workers:
         """Hand ``call`` to a worker; True if it already ran (see ``hand_over``)."""
         connection = self.connection
         if call.update:
-            self._updates.append(call)
+            self.updates.append(call)
             if self._updater is None:
                 self._updater = gevent.spawn(self._apply_updates)
             return False
         if self._idle:
             return hand_over(self._idle.pop(), call, connection._hub.loop.run_callback, direct)
         if len(self._calls) >= self.max_calls:
-            if len(self._backlog) < self.max_calls * BACKLOG_FACTOR:
-                self._backlog.append(call)
+            if len(self.backlog) < self.max_calls * BACKLOG_FACTOR:
+                self.backlog.append(call)
             elif call.answer:
                 connection.protocol.send_error(call.request_id, Error(
                     f"too many calls waiting on this connection ({self.max_calls} running, "
-                    f"{len(self._backlog)} queued); wait for answers before sending more"))
+                    f"{len(self.backlog)} queued); wait for answers before sending more"))
             return False
         self._calls.add(gevent.spawn(self._worker, [call]))
         return False
 
     def must_pause(self, connection: Any) -> bool:
         """Whether the reader should stop reading for now (back-pressure)."""
-        return (len(self._updates) >= MAX_QUEUED_UPDATES
-                or (bool(self._backlog) and connection.buffered > connection.high_water))
+        return (len(self.updates) >= MAX_QUEUED_UPDATES
+                or (bool(self.backlog) and connection.buffered > connection.high_water))
 
     def wait_resume(self, connection: Any) -> None:
         """Wait until a worker, the updater or the writer made progress (or 50 ms)."""
@@ -118,8 +119,8 @@ class Workers:
                 self._run(call)
                 call = None  # nothing of the call stays alive while this worker waits
                 connection.flush()  # each answer leaves as soon as it is made
-                if self._backlog and not connection.closed:
-                    call = self._backlog.popleft()
+                if self.backlog and not connection.closed:
+                    call = self.backlog.popleft()
                     self._resume.set()
                     continue
                 if connection.closed or len(self._idle) >= IDLE_WORKERS:
@@ -132,7 +133,7 @@ class Workers:
             self._calls.discard(gevent.getcurrent())
 
     def _apply_updates(self) -> None:
-        updates = self._updates
+        updates = self.updates
         connection = self.connection
         try:
             while updates and not connection.closed:
@@ -147,8 +148,8 @@ class Workers:
 
     def stop(self) -> None:
         """The connection is gone: forget queued calls, let idle workers end."""
-        self._backlog.clear()
-        self._updates.clear()
+        self.backlog.clear()
+        self.updates.clear()
         self._resume.set()
         idle, self._idle = self._idle, []
         run_callback = self.connection._hub.loop.run_callback

@@ -4,11 +4,13 @@ How it works.
 
 * **Reading.** One reader greenlet (``run``) receives bytes, feeds the
   broker and routes the events; it never runs user code. After each batch
-  it flushes, then yields until the hub is idle (``gevent.idle()``): ``recv`` does
-  not yield while data is waiting, so without it one busy peer would starve
-  every other connection. It stops reading (back-pressure) while the
-  incoming-call backlog is non-empty and the output is over the high-water
-  mark, or while too many cache updates wait to be applied.
+  it flushes, and if the hub has not run since the last read (``recv``
+  does not yield while data is waiting; ``gevent.sleep(0)`` runs callbacks
+  but polls no sockets) it yields until the hub is idle (``gevent.idle()``),
+  so one busy peer cannot starve every other connection. It stops reading
+  (back-pressure) while the incoming-call backlog is non-empty and the
+  output is over the high-water mark, or while too many cache updates wait
+  to be applied.
 * **Writing: one writer.** Bytes are queued in the broker in the order they
   were produced. ``flush`` tries one non-blocking ``send``: it cannot yield,
   so nothing can interrupt it half-way. Whatever the kernel does not take
@@ -289,6 +291,9 @@ class Connection:
         cause: BaseException = ClosedByPeer(f"{self.peer} closed the connection")
         protocol = self.protocol
         recv = self.sock.recv
+        loop = self._hub.loop
+        workers = self.workers
+        tables = protocol.tables
         watchdog = None
         if handshake_timeout is not None:
             watchdog = gevent.spawn_later(handshake_timeout, self._handshake_expired,
@@ -296,23 +301,34 @@ class Connection:
         try:
             self.flush()  # an acceptor offers its dialects first
             while not self.closed:
-                if self.workers.must_pause(self):
+                if (workers.backlog or workers.updates) and workers.must_pause(self):
                     self.workers.wait_resume(self)
                     continue
+                iteration = loop.iteration
                 data = recv(RECV_SIZE)
                 if not data:
                     protocol.receive_eof()
                     break
                 direct = True
                 for event in protocol.receive_data(data):
-                    direct = self._route(event, direct)
-                event = None  # the last event must not stay alive while we wait in recv
+                    if type(event) is Reply:  # the common case, inline
+                        token = self._waiting.pop(event.request_id, None)
+                        if token is None:  # its caller gave up in the meantime
+                            self._discard(event)
+                        else:
+                            direct = token.deliver(event, direct) and direct
+                    else:
+                        direct = self._route(event, direct)
+                event = token = None  # nothing of the last event stays alive while we wait
                 self.flush()
-                if protocol.close_reason:
-                    cause = ClosedLocally(protocol.close_reason)
-                    log.warning("closing connection to %s: %s", self.peer, protocol.close_reason)
+                if tables.close_reason:
+                    cause = ClosedLocally(tables.close_reason)
+                    log.warning("closing connection to %s: %s", self.peer, tables.close_reason)
                     break
-                gevent.idle()  # recv does not yield while data waits: let others run
+                if loop.iteration == iteration:
+                    # recv returned without waiting and the hub has not run
+                    # since: let every other ready connection have its turn.
+                    gevent.idle()
         except ProtocolError as exc:
             cause = exc
             log.warning("closing connection to %s: protocol error: %s", self.peer, exc)
@@ -324,14 +340,8 @@ class Connection:
             self._lost(cause)
 
     def _route(self, event: Any, direct: bool) -> bool:
-        """Deliver one event; whether the next one may still be handed over directly."""
+        """Deliver one event other than a reply; whether the next may go direct."""
         kind = type(event)
-        if kind is Reply:
-            token = self._waiting.pop(event.request_id, None)
-            if token is None:  # its caller gave up in the meantime
-                self._discard(event)
-                return direct
-            return token.deliver(event, direct) and direct
         if kind is IncomingCall:
             return self.workers.start(event, direct)
         if kind is Ready:
@@ -414,8 +424,9 @@ class Connection:
                 self._lost(exc)
                 return
             if sent == len(data):
-                if self.protocol.close_reason:
-                    self._lost(ClosedLocally(self.protocol.close_reason))
+                reason = self.protocol.tables.close_reason
+                if reason:
+                    self._lost(ClosedLocally(reason))
                 return
             data = memoryview(data)[sent:]
         self._unsent = data
@@ -453,7 +464,9 @@ class Connection:
 
     def wait_writable(self) -> None:
         """Wait while more than ``high_water`` bytes are queued (back-pressure)."""
-        while self.buffered > self.high_water and not self.closed:
+        # Only a writer that could not finish leaves bytes queued past a flush.
+        while self._writer is not None and self.buffered > self.high_water \
+                and not self.closed:
             self._drained.clear()
             self._drained.wait()
 
@@ -514,7 +527,8 @@ class Connection:
 
     def _outcome_of(self, reply: Reply, perspective: Any) -> Any:
         value = dispatch.read_reply(self.protocol, reply, perspective)
-        self.flush()  # releases the reply queued go out
+        if self.protocol.tables.releases:  # what reading it gave back goes out now
+            self.flush()
         return value
 
     def _outcome(self, reply: Reply, perspective: Any) -> Any:

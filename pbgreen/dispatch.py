@@ -69,6 +69,12 @@ def _give_up(context: SendContext | None, broker: Broker) -> None:
 
 def _queue(broker: Broker, values: tuple[Any, ...], perspective: Any,
            send: Callable[[Outgoing], Any]) -> Any:
+    try:  # plain data: nothing to register, so nothing can go stale
+        body = plaincodec.dumps_values(values, broker.vocab)
+    except plaincodec.Fallback:
+        pass
+    else:
+        return send(Outgoing(len(values), body))
     for _ in range(_ATTEMPTS):
         outgoing = prepare(broker, values, perspective)
         sent = False
@@ -87,6 +93,12 @@ def _queue(broker: Broker, values: tuple[Any, ...], perspective: Any,
 def send_call(broker: Broker, object_id: Any, method: str, args: tuple[Any, ...],
               kwargs: dict[str, Any], perspective: Any, answer: bool, cache: bool = False) -> int:
     """Jelly and queue a call; its request id. ``InsecureJelly``: nothing was queued."""
+    try:  # the common case, without a closure
+        body = plaincodec.dumps_values((args, kwargs), broker.vocab)
+    except plaincodec.Fallback:
+        pass
+    else:
+        return broker.send_call(object_id, method, Outgoing(2, body), answer, cache)
     return _queue(broker, (args, kwargs), perspective,
                   lambda values: broker.send_call(object_id, method, values, answer, cache))
 

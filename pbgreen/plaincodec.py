@@ -22,7 +22,7 @@ import struct
 from typing import Any
 
 from .banana import (INT_BYTES, LIST_HEAD, NO_VOCAB, STRING_HEAD, VOCAB_CODES, PREFIX_LIMIT,
-                     SIZE_LIMIT, EncodeError, encode_b128, encode_int, encode_string)
+                     SIZE_LIMIT, EncodeError, encode_b128, encode_int, encode_string, list_header)
 
 __all__ = ["Fallback", "Built", "dumps", "dumps_values", "loads"]
 
@@ -151,6 +151,22 @@ def dumps(head: list[Any], values: tuple[Any, ...], vocab: dict[bytes, bytes]) -
         else:
             raise Fallback
     out.append(dumps_values(values, vocab))
+    return b"".join(out)
+
+
+def dumps_head(head: list[Any], more: int, vocab: dict[bytes, bytes]) -> bytes:
+    """Banana bytes that open a list of ``len(head) + more`` and hold ``head``'s fields.
+
+    ``head`` holds plain fields (bytes and ints); the ``more`` values follow
+    (``dumps_values``). Raises ``EncodeError`` for a field banana cannot send.
+    """
+    out = [list_header(len(head) + more)]
+    for field in head:
+        if type(field) is bytes:
+            out.append(vocab.get(field) or encode_string(field, vocab))
+        else:
+            out.append(INT_BYTES[field] if type(field) is int and 0 <= field < _CACHED
+                       else encode_int(field))
     return b"".join(out)
 
 

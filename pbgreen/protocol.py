@@ -34,8 +34,7 @@ from typing import Any, Callable
 from . import plaincodec
 from ._failure import failure_sexp
 from ._refs import MAX_BROKER_REFS, RefTables, SendContext
-from .banana import (DIALECTS, NO_VOCAB, VOCAB_CODES, Decoder, choose_dialect, encode,
-                     encode_int, encode_string, list_header)
+from .banana import DIALECTS, NO_VOCAB, VOCAB_CODES, Decoder, choose_dialect, encode
 from .errors import Error, ProtocolError
 from .events import IncomingCall, Ready, Released, Reply, StoppedObserving
 from .jelly import SecurityOptions, globalSecurity
@@ -209,10 +208,7 @@ class Broker:
         if self.tables.releases:  # releases issued before this message go out before it
             self._queue_releases()
         out = self._out
-        out += list_header(len(head) + values.count)
-        vocab = self.vocab
-        for field in head:
-            out += encode_int(field) if type(field) is int else encode_string(field, vocab)
+        out += plaincodec.dumps_head(head, values.count, self.vocab)
         out += values.body
 
     def send_call(self, object_id: Any, method: str, values: Outgoing, answer: bool,
