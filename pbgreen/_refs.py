@@ -158,8 +158,9 @@ class RefTables:
         self.held_handles: dict[Any, tuple[weakref.ref[Any], list[int]]] = {}
         self._held_ids: dict[int, tuple[Any, Any]] = {}
         self._cleanups: dict[Any, list[Callable[[], Any]]] = {}
-        #: ``(command, id, receipts)`` owed to the peer, appended by garbage collection.
-        self.releases: deque[tuple[bytes, Any, list[int]]] = deque()
+        #: ``(command, id, receipts, from_a_handle)`` owed to the peer (appended by
+        #: garbage collection when a handle dies, or for a value never used).
+        self.releases: deque[tuple[bytes, Any, list[int], bool]] = deque()
         #: Called (no arguments) when garbage collection queued a release.
         self.on_release_queued: Callable[[], Any] | None = None
         self.violations = 0
@@ -292,7 +293,7 @@ class RefTables:
         this = weakref.ref(self)
 
         def died(_: Any) -> None:  # inside garbage collection: queue and poke, nothing more
-            releases.append((command, key, cell))
+            releases.append((command, key, cell, True))
             tables = this()
             if tables is not None and tables.on_release_queued is not None:
                 tables.on_release_queued()
@@ -304,13 +305,14 @@ class RefTables:
         out: list[tuple[bytes, Any]] = []
         releases = self.releases
         while releases:
-            command, key, cell = releases.popleft()
-            handles = self.proxies if command == b"decref" else self.held_handles
-            slot = handles.get(key)
-            if slot is not None and slot[1] is cell:
-                del handles[key]
-            if command == b"decache" and key not in self.held:
-                continue  # uncached already: the owner expects nothing more
+            command, key, cell, from_a_handle = releases.popleft()
+            if from_a_handle:
+                handles = self.proxies if command == b"decref" else self.held_handles
+                slot = handles.get(key)
+                if slot is not None and slot[1] is cell:
+                    del handles[key]
+                if command == b"decache" and key not in self.held:
+                    continue  # uncached already: the owner expects nothing more
             out.extend([(command, key)] * cell[0])
         return out
 
@@ -327,7 +329,7 @@ class RefTables:
         queued = False
         for (command, key), count in owed.items():
             if count > 0:
-                self.releases.append((command, key, [count]))
+                self.releases.append((command, key, [count], False))
                 queued = True
         if queued and self.on_release_queued is not None:
             self.on_release_queued()
@@ -374,9 +376,10 @@ class RefTables:
             shown = qual(local) if isinstance(local, type) else repr(local)
             raise InsecureJelly(f"a Cacheable arrived for {shown}, which is not a "
                                 "pb.RemoteCache subclass")
-        if cache_id not in self.held and len(self.held) >= MAX_BROKER_REFS:
-            raise InsecureJelly(f"the peer sent more than {MAX_BROKER_REFS} caches to hold on "
-                                "one connection")
+        if cache_id not in self.held and len(self.held) > MAX_BROKER_REFS:
+            # As many as a Twisted owner may send (its check is the same '>').
+            raise InsecureJelly(f"the peer sent more than {MAX_BROKER_REFS + 1} caches to hold "
+                                "on one connection")
         root = local.__new__(local)
         self.held[cache_id] = root
         self._held_ids[id(root)] = (root, cache_id)

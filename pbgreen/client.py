@@ -18,7 +18,7 @@ from .reference import RemoteReference
 __all__ = ["PBClient", "connect"]
 
 # Limits a client may set (see banana.Decoder and Connection).
-_OPTIONS = frozenset({"max_calls", "size_limit", "prefix_limit", "max_depth",
+_OPTIONS = frozenset({"max_calls", "high_water", "size_limit", "prefix_limit", "max_depth",
                       "max_message_size", "max_items"})
 
 

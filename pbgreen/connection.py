@@ -11,13 +11,9 @@ How it works.
   (back-pressure) while the incoming-call backlog is non-empty and the
   output is over the high-water mark, or while too many cache updates wait
   to be applied.
-* **Writing: one writer.** Bytes are queued in the broker in the order they
-  were produced. ``flush`` tries one non-blocking ``send``: it cannot yield,
-  so nothing can interrupt it half-way. Whatever the kernel does not take
-  goes to a writer greenlet, the only code that ever waits on the socket's
-  write side; it runs until the queue is empty. A caller's ``gevent.Timeout``
-  therefore never cuts a frame (TLS always uses the writer, since an SSL
-  write must be retried with the same bytes).
+* **Writing: one writer** (``_writer.Writer``): a non-blocking ``send``
+  that cannot be interrupted, and a writer greenlet for the rest, the only
+  code that ever waits on the socket's write side.
 * **High-water mark.** Callers and workers wait before queuing a call or
   starting one while more than ``high_water`` bytes are queued. Cache
   updates never wait; a holder that falls more than ``4 × high_water``
@@ -41,10 +37,10 @@ from typing import Any, Callable
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.hub import Waiter
-from gevent.socket import socket as _gevent_socket
 
 from . import dispatch
 from ._workers import Workers, hand_over
+from ._writer import HIGH_WATER, Writer
 from .errors import (ClosedByPeer, ClosedLocally, DeadReferenceError, PBConnectionLost,
                      ProtocolError)
 from .events import IncomingCall, Ready, Released, Reply, StoppedObserving
@@ -57,7 +53,6 @@ __all__ = ["Connection", "CallResult", "live_connections", "HIGH_WATER"]
 log = logging.getLogger("pbgreen.connection")
 
 RECV_SIZE = 256 * 1024
-HIGH_WATER = 1024 * 1024  # bytes queued for the peer before callers and workers wait
 DROP_FACTOR = 4  # a cache holder this many high-water marks behind is dropped
 
 _live: "weakref.WeakSet[Connection]" = weakref.WeakSet()
@@ -239,18 +234,13 @@ class Connection:
         self.closed = False
         self.close_reason: Any = None
         self._cause: BaseException | None = None
-        # Only a plain gevent socket can be tried without waiting (send with
-        # timeout 0); TLS and anything else always go through the writer.
-        self._try_inline = type(sock) is _gevent_socket
-        self._unsent = b""
-        self._writer: gevent.Greenlet | None = None
-        self._drained = Event()  # set whenever the queue drops below the high-water mark
         self._waiting: dict[int, Any] = {}  # request id -> token of whoever waits
         self._notify: list[tuple[RemoteReference, Callable[[RemoteReference], Any]]] = []
         self._reader: gevent.Greenlet | None = None
         self._hub = gevent.get_hub()
         self._observed = _Observed(self)
         self.workers = Workers(self, max_calls)
+        self.writer = Writer(sock, self.protocol, high_water, self._lost, self.workers.wake)
         self._wake = self._hub.loop.async_()
         self._wake.start(self.flush)
         self._wake.ref = False
@@ -274,7 +264,7 @@ class Connection:
     @property
     def buffered(self) -> int:
         """Bytes queued for the peer and not yet written."""
-        return self.protocol.buffered + len(self._unsent)
+        return self.writer.buffered
 
     # ------------------------------------------------------------------ life cycle
 
@@ -379,18 +369,14 @@ class Connection:
         self._cause = cause
         _live.discard(self)
         self.ready.set()
-        self._drained.set()
         self.protocol.tables.on_release_queued = None  # no more pokes at a closing watcher
         self._wake.stop()
         self._wake.close()
-        writer, self._writer = self._writer, None
-        if writer is not None and writer is not gevent.getcurrent():
-            writer.kill(block=False)
+        self.writer.close()
         try:
             self.sock.close()
         except OSError:
             pass
-        self._unsent = b""
         self.workers.stop()
         pending, callbacks, stopped = self.protocol.connection_lost()
         waiting, self._waiting = self._waiting, {}
@@ -409,66 +395,12 @@ class Connection:
     # ------------------------------------------------------------------ writing
 
     def flush(self) -> None:
-        """Write what is queued: at once if the socket takes it, else by the writer greenlet."""
-        if self._writer is not None or self.closed:
-            return  # the writer takes whatever is queued when it gets to it
-        data = self.protocol.data_to_send()
-        if not data:
-            return
-        if self._try_inline:
-            try:
-                sent = self.sock.send(data, 0, 0.0)  # timeout 0: never waits, never yields
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._lost(exc)
-                return
-            if sent == len(data):
-                reason = self.protocol.tables.close_reason
-                if reason:
-                    self._lost(ClosedLocally(reason))
-                return
-            data = memoryview(data)[sent:]
-        self._unsent = data
-        self._drained.clear()
-        self._writer = gevent.spawn(self._write_rest)
-
-    def _write_rest(self) -> None:
-        # The writer: the one place that waits on the socket's write side.
-        # An SSL write that had to wait is retried with the same bytes, which
-        # is why nothing but this greenlet may ever wait in send.
-        send = self.sock.send
-        protocol = self.protocol
-        try:
-            while not self.closed:
-                data = self._unsent or protocol.data_to_send()
-                if not data:
-                    break
-                self._unsent = data
-                view = memoryview(data)
-                while view:
-                    view = view[send(view):]
-                    self._unsent = view  # (a view: no copy of the tail)
-                self._unsent = b""
-                if self.buffered <= self.high_water:
-                    self._drained.set()
-                    self.workers.wake()
-        except OSError as exc:
-            self._lost(exc)
-        finally:
-            if self._writer is gevent.getcurrent():
-                self._writer = None
-            self._drained.set()
-        if protocol.close_reason and not self.closed:
-            self._lost(ClosedLocally(protocol.close_reason))
+        """Write what is queued (see ``_writer.Writer.flush``)."""
+        self.writer.flush()
 
     def wait_writable(self) -> None:
         """Wait while more than ``high_water`` bytes are queued (back-pressure)."""
-        # Only a writer that could not finish leaves bytes queued past a flush.
-        while self._writer is not None and self.buffered > self.high_water \
-                and not self.closed:
-            self._drained.clear()
-            self._drained.wait()
+        self.writer.wait_writable()
 
     # ------------------------------------------------------------------ calls out
 

@@ -12,7 +12,7 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import portno
-from .connection import Connection, set_nodelay, wrap_tls
+from .connection import HIGH_WATER, Connection, set_nodelay, wrap_tls
 from .cred import Portal, PortalRoot
 from .jelly import SecurityOptions
 
@@ -40,12 +40,16 @@ class PBServer:
         max_calls: incoming calls running at once per connection.
         handshake_timeout: seconds a new connection has to finish the PB
             handshake before it is closed.
+        high_water: bytes queued for one peer past which that connection's
+            workers wait and its reader pauses; a cache holder four times
+            this far behind is dropped (see docs/limits.md).
     """
 
     def __init__(self, root_or_portal: Any, port: int = portno, host: str = "0.0.0.0",
                  ssl_context: ssl.SSLContext | None = None, unsafeTracebacks: bool = False,
                  security: SecurityOptions | None = None, max_connections: int = 10_000,
-                 max_calls: int = 1000, handshake_timeout: float = 30.0) -> None:
+                 max_calls: int = 1000, handshake_timeout: float = 30.0,
+                 high_water: int = HIGH_WATER) -> None:
         root = root_or_portal
         if isinstance(root, Portal):
             root = PortalRoot(root)
@@ -57,6 +61,7 @@ class PBServer:
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
         self.max_calls = max_calls
+        self.high_water = high_water
         self.handshake_timeout = handshake_timeout
         self.connections: set[Connection] = set()
         self._stopped = Event()
@@ -114,7 +119,8 @@ class PBServer:
                 return
         connection = Connection(sock, is_client=False, security=self.security,
                                 unsafe_tracebacks=self.unsafeTracebacks,
-                                max_calls=self.max_calls, peer=address)
+                                max_calls=self.max_calls, peer=address,
+                                high_water=self.high_water)
         root = self.root
         per_connection = getattr(root, "rootObject", None)
         if per_connection is not None:

@@ -176,17 +176,27 @@ class Child:
 
     # --- reading ------------------------------------------------------------
 
-    def read_line(self, timeout: float) -> str:
+    def read_line(self, timeout: float, *, sleep: Callable[[float], Any] | None = None) -> str:
         """The next stdout line not read yet, without its line end.
+
+        With ``sleep`` (e.g. ``gevent.sleep``) it polls and sleeps instead of
+        blocking the thread, so a gevent server in this process keeps serving.
 
         Raises:
             ChildTimeout: no new line within ``timeout`` seconds.
             ChildExited: the child closed its stdout and every line was read.
         """
         out = self._out
+
+        def arrived() -> bool:
+            return self._cursor < len(out.lines) or not out.open
+        if sleep is not None:
+            deadline = time.monotonic() + max(0.0, timeout)
+            while not arrived() and time.monotonic() < deadline:
+                sleep(0.01)
         with self._changed:
-            self._changed.wait_for(lambda: self._cursor < len(out.lines) or not out.open,
-                                   timeout=max(0.0, timeout))
+            if sleep is None:
+                self._changed.wait_for(arrived, timeout=max(0.0, timeout))
             if self._cursor < len(out.lines):
                 line = out.lines[self._cursor]
                 self._cursor += 1
@@ -200,7 +210,8 @@ class Child:
             pass
         raise ChildExited(f"{self.label}: closed its stdout ({self._state()})")
 
-    def expect(self, pattern: str | re.Pattern[str], timeout: float = 30.0) -> re.Match[str]:
+    def expect(self, pattern: str | re.Pattern[str], timeout: float = 30.0, *,
+               sleep: Callable[[float], Any] | None = None) -> re.Match[str]:
         """Read stdout lines until one matches ``pattern`` (``re.search``); its match.
 
         Lines read on the way stay in ``stdout`` but are not returned again.
@@ -210,7 +221,7 @@ class Child:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                line = self.read_line(deadline - time.monotonic())
+                line = self.read_line(deadline - time.monotonic(), sleep=sleep)
             except ChildTimeout:
                 raise ChildTimeout(f"{self.label}: nothing matching {regex.pattern!r} within "
                                    f"{timeout:g} s\n{self.describe()}") from None
@@ -221,11 +232,11 @@ class Child:
             if found:
                 return found
 
-    def wait_ready(self, ready: str | re.Pattern[str] = PORT_LINE,
-                   timeout: float = 30.0) -> Child:
+    def wait_ready(self, ready: str | re.Pattern[str] = PORT_LINE, timeout: float = 30.0, *,
+                   sleep: Callable[[float], Any] | None = None) -> Child:
         """Wait for a stdout line matching ``ready``; return the child itself.
 
-        The match is kept as ``self.ready``; if the pattern has a group, its
+        ``sleep``: as for ``read_line``. The match is kept as ``self.ready``; if the pattern has a group, its
         first group is read as ``self.port``.
 
         Raises:
@@ -234,7 +245,7 @@ class Child:
         """
         started = False
         try:
-            self.ready = self.expect(ready, timeout)
+            self.ready = self.expect(ready, timeout, sleep=sleep)
             if self.ready.re.groups:
                 self.port = int(self.ready.group(1))
             started = True
@@ -384,12 +395,13 @@ class Child:
 
 
 def start(argv: Sequence[str | os.PathLike[str]], ready: str | re.Pattern[str] = PORT_LINE,
-          timeout: float = 30.0, **kwargs: Any) -> Child:
+          timeout: float = 30.0, *, sleep: Callable[[float], Any] | None = None,
+          **kwargs: Any) -> Child:
     """Start ``argv`` and wait for its ready line: ``Child(argv, **kwargs).wait_ready(...)``.
 
     Use the result as a context manager to stop it for sure.
     """
-    return Child(argv, **kwargs).wait_ready(ready, timeout)
+    return Child(argv, **kwargs).wait_ready(ready, timeout, sleep=sleep)
 
 
 def _default_label(argv: list[str]) -> str:

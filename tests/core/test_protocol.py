@@ -284,3 +284,34 @@ def test_a_release_goes_out_before_a_call_made_after_it():
     decoder = banana.Decoder(vocab=True)
     sent = decoder.feed(pair.client.data_to_send())
     assert [m[0] for m in sent] == [b"decref", b"message"] and sent[0][1] == luid
+
+
+class HeldCopy(flavors.RemoteCache):
+    pass
+
+
+@pytest.mark.parametrize("count, refused", [(MAX_BROKER_REFS + 1, False),
+                                            (MAX_BROKER_REFS + 2, True)])
+def test_caches_held_from_one_peer_are_bounded(count, refused):
+    """A holder takes as many caches as a Twisted owner may send (1,025), no more."""
+    from pbgreen.jelly import SecurityOptions
+
+    security = SecurityOptions()
+    security.setUnjellyableForClass("limits.Shared", HeldCopy)
+    pair = Pair()
+    client = Broker(is_client=True, security=security)
+    client.receive_data(pair.server.__class__(is_client=False).data_to_send())
+    client.data_to_send()
+    request = dispatch.send_call(client, b"root", "many", (), {}, None, True)
+    client.data_to_send()
+    caches = [[b"limits.Shared", n, [b"dictionary"]] for n in range(1, count + 1)]
+    (reply,) = client.receive_data(banana.encode([b"answer", request, [b"list", *caches]]))
+    if refused:
+        with pytest.raises(errors.InsecureJelly, match="more than 1025 caches"):
+            dispatch.read_reply(client, reply, None)
+        # what was refused is given back: one decache per cache it named
+        released = banana.Decoder(vocab=True).feed(client.data_to_send())
+        assert sorted(m[1] for m in released if m[0] == b"decache") == list(range(1, count + 1))
+    else:
+        held = dispatch.read_reply(client, reply, None)
+        assert len(held) == count and all(isinstance(c, HeldCopy) for c in held)
