@@ -10,7 +10,8 @@ from typing import Any
 from . import banana, cred, jelly
 from .cred import (ANONYMOUS, AllowAnonymousAccess, Anonymous, ICredentialsChecker, IPerspective,
                    IRealm, InMemoryPasswordChecker, Portal, UsernamePassword)
-from .errors import (BananaError, ClosedByPeer, ClosedLocally, CopiedFailure, DeadReferenceError,
+from .dispatch import time_left
+from .errors import (BananaError, CallTimeout, ClosedByPeer, ClosedLocally, CopiedFailure, DeadReferenceError,
                      Error, InsecureJelly,
                      LoginFailed, NoSuchMethod, PBConnectionLost, ProtocolError, RefLimitError,
                      UnauthorizedLogin, UnhandledCredentials)
@@ -43,10 +44,10 @@ __version__ = "0.1.0"
 __all__ = [
     "ANONYMOUS", "AllowAnonymousAccess", "Anonymous", "ICredentialsChecker", "IPerspective",
     "IRealm", "InMemoryPasswordChecker", "Portal", "UsernamePassword", "cred",
-    "Avatar", "BananaError", "Cacheable", "ClosedByPeer", "ClosedLocally", "Copyable", "CopiedFailure", "DeadReferenceError",
+    "Avatar", "BananaError", "CallTimeout", "Cacheable", "ClosedByPeer", "ClosedLocally", "Copyable", "CopiedFailure", "DeadReferenceError",
     "Error", "InsecureJelly", "LoginFailed", "NoSuchMethod", "PBClient", "PBConnectionLost", "PBServer",
     "ProtocolError", "RefLimitError", "Referenceable", "RemoteCache", "RemoteCopy",
     "RemoteReference", "Root", "SecurityOptions", "UnauthorizedLogin", "UnhandledCredentials",
     "Viewable", "banana", "connect", "jelly", "portno", "setUnjellyableFactoryForClass",
-    "setUnjellyableForClass", "setUnjellyableForClassTree",
+    "setUnjellyableForClass", "setUnjellyableForClassTree", "time_left",
 ]

@@ -22,6 +22,8 @@ is queued on the hub, so events always start in arrival order.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import deque
 from typing import Any, Callable
 
@@ -30,7 +32,7 @@ from gevent.event import Event
 from gevent.hub import Waiter
 
 from . import dispatch
-from .errors import Error
+from .errors import CallTimeout, Error
 from .events import IncomingCall
 
 __all__ = ["Workers", "hand_over", "IDLE_WORKERS", "BACKLOG_FACTOR", "MAX_QUEUED_UPDATES"]
@@ -38,6 +40,8 @@ __all__ = ["Workers", "hand_over", "IDLE_WORKERS", "BACKLOG_FACTOR", "MAX_QUEUED
 IDLE_WORKERS = 8  # call workers kept waiting per connection
 BACKLOG_FACTOR = 10  # calls queued per connection, as a multiple of max_calls
 MAX_QUEUED_UPDATES = 10_000  # cache updates waiting to be applied before the reader pauses
+
+log = logging.getLogger("pbgreen")
 
 
 def hand_over(waiter: Waiter, value: Any, run_callback: Callable[..., Any], direct: bool) -> bool:
@@ -62,6 +66,8 @@ class Workers:
         #: Calls waiting for a free worker, and cache updates waiting to be applied.
         self.backlog: deque[IncomingCall] = deque()
         self.updates: deque[IncomingCall] = deque()
+        #: The worker running each incoming request, by request id (to cancel it).
+        self.running: dict[int, gevent.Greenlet] = {}
         self._updater: gevent.Greenlet | None = None
         self._resume = Event()
 
@@ -103,10 +109,36 @@ class Workers:
 
     def _run(self, call: IncomingCall) -> None:
         protocol = self.connection.protocol
+        deadline = None
+        if call.deadline is not None:  # a pbgreen caller waits this long, no longer
+            deadline = gevent.Timeout(call.deadline)
+            deadline.start()
+        self.running[call.request_id] = gevent.getcurrent()
         try:
-            dispatch.run_call(protocol, call)
-        except gevent.Timeout as exc:  # the method's own timeout escaped: answer, go on
-            dispatch.report(protocol, call, exc)
+            dispatch.run_call(protocol, call, None if deadline is None
+                              else time.monotonic() + call.deadline)
+        except gevent.Timeout as exc:
+            if exc is deadline:
+                log.info("stopped %s from %s: the caller's deadline passed", call.method,
+                         protocol.peer)
+                if call.answer:
+                    protocol.send_error(call.request_id, CallTimeout(
+                        f"{call.method} did not finish within the caller's deadline"))
+            else:  # the method's own timeout escaped: answer, go on
+                dispatch.report(protocol, call, exc)
+        finally:
+            if deadline is not None:
+                deadline.close()
+            if self.running.get(call.request_id) is gevent.getcurrent():
+                del self.running[call.request_id]
+
+    def cancel(self, request_id: int) -> None:
+        """The caller gave up on ``request_id``: stop the method if it still runs."""
+        worker = self.running.pop(request_id, None)
+        if worker is not None and worker is not gevent.getcurrent():
+            log.info("stopped call %s from %s: the caller gave up", request_id,
+                     self.connection.peer)
+            worker.kill(block=False)
 
     def _worker(self, first: list[IncomingCall]) -> None:
         # The first call comes in a list emptied here: the Greenlet keeps its

@@ -25,7 +25,8 @@ from typing import Any
 
 from .errors import BananaError
 
-__all__ = ["SIZE_LIMIT", "PREFIX_LIMIT", "VOCAB", "DIALECTS", "EncodeError", "encode",
+__all__ = ["SIZE_LIMIT", "PREFIX_LIMIT", "VOCAB", "DIALECTS", "VOCAB_DIALECTS", "EncodeError",
+           "encode",
            "encode_b128", "encode_int", "encode_string", "list_header", "INT_BYTES", "LIST_HEAD",
            "STRING_HEAD", "VOCAB_CODES", "NO_VOCAB",
            "decode", "Decoder", "choose_dialect"]
@@ -50,8 +51,13 @@ VOCAB: dict[int, bytes] = dict(enumerate((
     b"cachemessage", b"message", b"answer", b"error", b"decref", b"decache",
     b"uncache"), start=1))
 
-#: Dialects we offer as acceptor, in order of preference.
-DIALECTS = (b"pb", b"none")
+#: Dialects we offer as acceptor, in order of preference. ``pbgreen`` is
+#: ``pb`` (same vocabulary) plus a few commands only pbgreen peers know:
+#: a deadline on ``message``, ``cancel``, ``ping``/``pong``. A Twisted
+#: connector walks the offer in order and skips the names it does not know.
+DIALECTS = (b"pbgreen", b"pb", b"none")
+#: Dialects that use the ``pb`` vocabulary.
+VOCAB_DIALECTS = (b"pbgreen", b"pb")
 
 
 class EncodeError(ValueError):

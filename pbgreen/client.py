@@ -30,8 +30,16 @@ class PBClient:
     Args:
         host: the server's name or address.
         port: the server's port (PB's default is 8787).
-        timeout: seconds allowed for the TCP connect and the PB handshake.
+        timeout: seconds allowed for the TCP connect, TLS and the PB
+            handshake together (30 by default; ``None`` waits forever).
         ssl_context: a client-side ``ssl.SSLContext`` to speak TLS.
+        call_timeout: seconds every ``callRemote`` through this client waits
+            for its answer before raising ``pb.CallTimeout`` (for
+            ``callRemoteAsync``, counted from the call). A pbgreen server is
+            told the deadline and stops the method when it passes.
+        keepalive: seconds of silence before the server is probed; a server
+            silent through the probe is declared dead and waiting calls get
+            ``pb.PBConnectionLost`` (``None``: off).
         security: ``SecurityOptions`` for what may arrive.
 
     Raises:
@@ -40,14 +48,21 @@ class PBClient:
         ProtocolError: the server does not speak PB.
     """
 
-    def __init__(self, host: str, port: int = portno, timeout: float | None = None,
-                 ssl_context: ssl.SSLContext | None = None,
+    def __init__(self, host: str, port: int = portno, timeout: float | None = 30,
+                 ssl_context: ssl.SSLContext | None = None, *,
+                 call_timeout: float | None = None, keepalive: float | None = 30,
                  security: SecurityOptions | None = None, **options: Any) -> None:
         self.address = (host, port)
         unknown = set(options) - _OPTIONS
         if unknown:
             raise TypeError(f"PBClient got unexpected option(s) {sorted(unknown)}; it takes "
-                            f"timeout, ssl_context, security and {sorted(_OPTIONS)}")
+                            "timeout, ssl_context, call_timeout, keepalive, security and "
+                            f"{sorted(_OPTIONS)}")
+        for name, value in (("timeout", timeout), ("call_timeout", call_timeout),
+                            ("keepalive", keepalive)):
+            if value is not None and not value > 0:
+                raise ValueError(f"PBClient {name} must be a positive number of seconds or "
+                                 f"None, not {value!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def left() -> float | None:  # the timeout bounds connect, TLS and handshake together
@@ -64,7 +79,8 @@ class PBClient:
             sock = self._tls_handshake(sock, ssl_context, host, port, left())
         sock.settimeout(None)
         self.connection = Connection(sock, is_client=True, security=security,
-                                     peer=(host, port), **options)
+                                     peer=(host, port), call_timeout=call_timeout,
+                                     keepalive=keepalive, **options)
         self.connection.start()
         if not self.connection.wait_ready(left()):
             reason = self.connection.close_reason

@@ -43,7 +43,8 @@ from ._workers import Workers, hand_over
 from ._writer import HIGH_WATER, Writer
 from .errors import (ClosedByPeer, ClosedLocally, DeadReferenceError, PBConnectionLost,
                      ProtocolError)
-from .events import IncomingCall, Ready, Released, Reply, StoppedObserving
+from ._liveness import CallTimers, Keepalive
+from .events import Cancelled, IncomingCall, Ready, Released, Reply, StoppedObserving
 from .jelly import SecurityOptions
 from .protocol import Broker
 from .reference import RemoteReference
@@ -217,11 +218,16 @@ class Connection:
             answered with an error.
         high_water: bytes queued for the peer past which callers and
             workers wait (see ``docs/limits.md``).
+        call_timeout: seconds each call waits for its answer before it
+            raises ``pb.CallTimeout`` (``None``: no deadline).
+        keepalive: seconds of silence from the peer before it is probed; a
+            peer silent through the probe is declared dead (``None``: off).
     """
 
     def __init__(self, sock: Any, *, is_client: bool, root: Any = None,
                  security: SecurityOptions | None = None, unsafe_tracebacks: bool = False,
                  max_calls: int = 1000, peer: Any = None, high_water: int = HIGH_WATER,
+                 call_timeout: float | None = None, keepalive: float | None = None,
                  **decoder_options: Any) -> None:
         self.sock = sock
         self.peer = peer
@@ -245,6 +251,11 @@ class Connection:
         self._wake.start(self.flush)
         self._wake.ref = False
         self.protocol.tables.on_release_queued = self._wake.send
+        loop = self._hub.loop
+        self.call_timers = (None if call_timeout is None
+                            else CallTimers(loop, call_timeout, self._call_expired))
+        self.keepalive = (None if keepalive is None
+                          else Keepalive(loop, keepalive, self._probe, self._lost))
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -284,6 +295,8 @@ class Connection:
         loop = self._hub.loop
         workers = self.workers
         tables = protocol.tables
+        keepalive = self.keepalive
+        timers = self.call_timers
         watchdog = None
         if handshake_timeout is not None:
             watchdog = gevent.spawn_later(handshake_timeout, self._handshake_expired,
@@ -299,10 +312,14 @@ class Connection:
                 if not data:
                     protocol.receive_eof()
                     break
+                if keepalive is not None:
+                    keepalive.last_heard = loop.now()
                 direct = True
                 for event in protocol.receive_data(data):
                     if type(event) is Reply:  # the common case, inline
                         token = self._waiting.pop(event.request_id, None)
+                        if timers is not None:
+                            timers.stop(event.request_id)
                         if token is None:  # its caller gave up in the meantime
                             self._discard(event)
                         else:
@@ -336,6 +353,8 @@ class Connection:
             return self.workers.start(event, direct)
         if kind is Ready:
             self.ready.set()
+        elif kind is Cancelled:
+            self.workers.cancel(event.request_id)
         elif kind is Released or kind is StoppedObserving:
             gevent.spawn(self._settle, [event])
         return False
@@ -370,6 +389,10 @@ class Connection:
         _live.discard(self)
         self.ready.set()
         self.protocol.tables.on_release_queued = None  # no more pokes at a closing watcher
+        if self.keepalive is not None:
+            self.keepalive.stop()
+        if self.call_timers is not None:
+            self.call_timers.stop_all()
         self._wake.stop()
         self._wake.close()
         self.writer.close()
@@ -419,16 +442,37 @@ class Connection:
         self.wait_writable()
         if self.closed:
             raise self._dead(name)
+        timers = self.call_timers if token is not None else None
         request_id = dispatch.send_call(self.protocol, ref.luid, name, args, kwargs,
-                                        ref.perspective, token is not None)
+                                        ref.perspective, token is not None,
+                                        deadline=None if timers is None else timers.seconds)
         if token is not None:
             self._waiting[request_id] = token
+            if timers is not None:
+                timers.start(request_id, name)
         self.flush()  # never waits: nothing can interrupt the call half-sent
         return request_id if token is not None else None
 
     def _abandon(self, request_id: int) -> None:
+        """Nobody waits for ``request_id`` any more (a timeout, a kill, ``call_timeout``)."""
         self._waiting.pop(request_id, None)
-        self.protocol.abandon(request_id)
+        if self.call_timers is not None:
+            self.call_timers.stop(request_id)
+        if request_id in self.protocol.pending:
+            self.protocol.abandon(request_id)
+            self.protocol.send_cancel(request_id)  # a pbgreen peer stops the method
+            self._wake.send()
+
+    def _call_expired(self, request_id: int, name: str) -> None:
+        token = self._waiting.get(request_id)
+        if token is None:
+            return
+        self._abandon(request_id)
+        token.set_exception(self.call_timers.error(name, self.peer))
+
+    def _probe(self) -> None:
+        self.protocol.send_ping()
+        self.flush()
 
     def call(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> Any:

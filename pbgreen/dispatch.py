@@ -16,19 +16,21 @@ broker says ``Stale`` and the value is prepared again.
 from __future__ import annotations
 
 import logging
+import time
+from contextvars import ContextVar
 from typing import Any, Callable
 
 from . import plaincodec
 from ._failure import failure_from
 from ._refs import SendContext, Stale
-from .banana import EncodeError, encode
+from .banana import VOCAB_CODES, EncodeError, encode
 from .errors import Error, InsecureJelly, LoginFailed, RefLimitError
 from .events import IncomingCall, Released, Reply, StoppedObserving
 from .jelly import Jellier, Unjellier
 from .protocol import Broker, Outgoing
 
 __all__ = ["prepare", "send_call", "read_reply", "unjelly", "run_call", "report", "settle",
-           "run_callbacks"]
+           "run_callbacks", "time_left"]
 
 log = logging.getLogger("pbgreen")
 
@@ -42,7 +44,7 @@ def prepare(broker: Broker, values: tuple[Any, ...], perspective: Any) -> Outgoi
     except plaincodec.Fallback:
         pass
     context = SendContext(broker.tables)
-    vocab = broker.dialect == b"pb"
+    vocab = broker.vocab is VOCAB_CODES
     prepared = False
     try:
         body = b"".join(encode(Jellier(context, perspective, broker.security).jelly(value),
@@ -91,16 +93,18 @@ def _queue(broker: Broker, values: tuple[Any, ...], perspective: Any,
 
 
 def send_call(broker: Broker, object_id: Any, method: str, args: tuple[Any, ...],
-              kwargs: dict[str, Any], perspective: Any, answer: bool, cache: bool = False) -> int:
+              kwargs: dict[str, Any], perspective: Any, answer: bool, cache: bool = False,
+              deadline: float | None = None) -> int:
     """Jelly and queue a call; its request id. ``InsecureJelly``: nothing was queued."""
     try:  # the common case, without a closure
         body = plaincodec.dumps_values((args, kwargs), broker.vocab)
     except plaincodec.Fallback:
         pass
     else:
-        return broker.send_call(object_id, method, Outgoing(2, body), answer, cache)
+        return broker.send_call(object_id, method, Outgoing(2, body), answer, cache, deadline)
     return _queue(broker, (args, kwargs), perspective,
-                  lambda values: broker.send_call(object_id, method, values, answer, cache))
+                  lambda values: broker.send_call(object_id, method, values, answer, cache,
+                                                  deadline))
 
 
 def unjelly(broker: Broker, sexp: Any, perspective: Any) -> Any:
@@ -129,9 +133,27 @@ def read_reply(broker: Broker, reply: Reply, perspective: Any) -> Any:
         settle(broker, broker.done_with(reply))
 
 
-def run_call(broker: Broker, call: IncomingCall) -> None:
-    """Run an incoming call (user code) and queue its answer or error."""
+_deadline: ContextVar[float | None] = ContextVar("pbgreen_deadline", default=None)
+
+
+def time_left() -> float | None:
+    """Seconds until the caller of the running ``remote_`` method stops waiting.
+
+    Known when the caller is a pbgreen client with a ``call_timeout`` (the
+    deadline travels with the call); ``None`` otherwise. At the deadline the
+    method is stopped (``gevent.Timeout`` is raised in it).
+    """
+    deadline = _deadline.get()
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def run_call(broker: Broker, call: IncomingCall, deadline: float | None = None) -> None:
+    """Run an incoming call (user code) and queue its answer or error.
+
+    ``deadline`` (``time.monotonic()`` seconds) is what ``time_left`` reports.
+    """
     perspective = None
+    reset = _deadline.set(deadline) if deadline is not None else None
     try:
         method, perspective = call.target.remoteMethod(call.method)
         try:
@@ -155,6 +177,9 @@ def run_call(broker: Broker, call: IncomingCall) -> None:
                    lambda values: broker.send_answer(call.request_id, values))
     except Exception as exc:
         report(broker, call, exc)
+    finally:
+        if reset is not None:
+            _deadline.reset(reset)
 
 
 def report(broker: Broker, call: IncomingCall, exc: BaseException) -> None:

@@ -15,6 +15,8 @@
      |    +-- DeadReferenceError    a call on a connection already gone
      |    +-- ClosedByPeer          the peer ended the stream     } the __cause__ of the
      |    +-- ClosedLocally         this side closed it           } two above, or OSError
+     +-- TimeoutError (builtin)
+     |    +-- CallTimeout           no answer within call_timeout; call abandoned
      +-- LoginFailed                a login did not succeed
           +-- UnauthorizedLogin     wrong password or unknown user
           +-- UnhandledCredentials  no checker for these credentials
@@ -101,6 +103,10 @@ class PBConnectionLost(ConnectionError):
     ``__cause__`` is why: a ``ProtocolError`` (the peer broke PB), an
     ``OSError`` (the network broke it), ``ClosedByPeer`` or ``ClosedLocally``.
     """
+
+
+class CallTimeout(TimeoutError):
+    """No answer came within the client's ``call_timeout``; the call was abandoned."""
 
 
 class ClosedByPeer(ConnectionError):

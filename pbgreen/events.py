@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Ready", "IncomingCall", "Reply", "Released", "StoppedObserving"]
+__all__ = ["Ready", "IncomingCall", "Cancelled", "Reply", "Released", "StoppedObserving"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,15 @@ class IncomingCall:
     args: Any
     kwargs: Any
     update: bool = False
+    #: Seconds the caller will wait for the answer (``pbgreen`` peers only).
+    deadline: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """A ``pbgreen`` peer stopped waiting for its request ``request_id``."""
+
+    request_id: int
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)

@@ -34,9 +34,10 @@ from typing import Any, Callable
 from . import plaincodec
 from ._failure import failure_sexp
 from ._refs import MAX_BROKER_REFS, RefTables, SendContext
-from .banana import DIALECTS, NO_VOCAB, VOCAB_CODES, Decoder, choose_dialect, encode
+from .banana import (DIALECTS, NO_VOCAB, VOCAB_CODES, VOCAB_DIALECTS, Decoder, choose_dialect,
+                     encode, encode_int)
 from .errors import Error, ProtocolError
-from .events import IncomingCall, Ready, Released, Reply, StoppedObserving
+from .events import Cancelled, IncomingCall, Ready, Released, Reply, StoppedObserving
 from .jelly import SecurityOptions, globalSecurity
 
 __all__ = ["Broker", "State", "Outgoing", "PROTOCOL_VERSION", "MAX_BROKER_REFS"]
@@ -94,6 +95,8 @@ class Broker:
         decoder_options.setdefault("fast", plaincodec.loads)
         self.decoder = Decoder(**decoder_options)
         self.vocab: dict[bytes, bytes] = NO_VOCAB
+        #: Whether the peer speaks the ``pbgreen`` dialect (deadlines, cancel, ping).
+        self.extended = False
         self.tables = RefTables(invoker, self.security)
         #: Request ids we sent and still wait for an answer to.
         self.pending: set[int] = set()
@@ -141,7 +144,7 @@ class Broker:
                 if self.state is State.HANDSHAKE:
                     return events
                 data = b""
-            readers = _READERS
+            readers = _EXTENDED_READERS if self.extended else _READERS
             for expr in self.decoder.feed(data):
                 if type(expr) is not list or not expr:
                     raise ProtocolError(f"expected a PB message (a list), got {expr!r:.80}")
@@ -175,8 +178,9 @@ class Broker:
             choice = expr
         self.dialect = choice
         self.state = State.OPEN
-        self.decoder.vocab = choice == b"pb"
-        self.vocab = VOCAB_CODES if choice == b"pb" else NO_VOCAB
+        self.decoder.vocab = choice in VOCAB_DIALECTS
+        self.vocab = VOCAB_CODES if choice in VOCAB_DIALECTS else NO_VOCAB
+        self.extended = choice == b"pbgreen"
         self._write([b"version", PROTOCOL_VERSION])
         events.append(Ready(choice))
 
@@ -212,18 +216,28 @@ class Broker:
         out += values.body
 
     def send_call(self, object_id: Any, method: str, values: Outgoing, answer: bool,
-                  cache: bool = False) -> int:
+                  cache: bool = False, deadline: float | None = None) -> int:
         """Queue a call of ``method`` on the peer's ``object_id``; its request id.
 
         ``values`` holds the jellied ``(args, kwargs)``. With ``answer`` the id
         waits in ``pending`` until the reply comes. ``cache`` sends a
-        ``cachemessage`` (an update to a cache the peer holds). Raises
+        ``cachemessage`` (an update to a cache the peer holds). ``deadline``
+        (seconds the caller will wait) travels with the call when the peer
+        speaks ``pbgreen``, so it can stop the method when the caller gave up.
+        Raises
         ``_refs.Stale`` (nothing queued) if ``values`` must be prepared again.
         """
         self._last_request += 1
         request_id = self._last_request
-        self._queue([b"cachemessage" if cache else b"message", request_id, object_id,
-                     method.encode("utf-8"), 1 if answer else 0], values)
+        head = [b"cachemessage" if cache else b"message", request_id, object_id,
+                method.encode("utf-8"), 1 if answer else 0]
+        if deadline is not None and self.extended:
+            # The deadline goes last, after the values: [..., args, kwargs, ms]
+            self._queue(head, Outgoing(values.count + 1, values.body
+                                       + encode_int(max(0, int(deadline * 1000))),
+                                       values.context))
+        else:
+            self._queue(head, values)
         if answer:
             self.pending.add(request_id)
         return request_id
@@ -237,6 +251,26 @@ class Broker:
         """Queue an ``error`` for ``request_id``, as a Twisted ``CopyableFailure``."""
         if self.state is State.OPEN:
             self._write([b"error", request_id, failure_sexp(exc, self.unsafe_tracebacks)])
+
+    def send_cancel(self, request_id: int) -> None:
+        """Tell a ``pbgreen`` peer we stopped waiting for ``request_id`` (it stops the method)."""
+        if self.state is State.OPEN and self.extended:
+            self._write([b"cancel", request_id])
+
+    def send_ping(self) -> None:
+        """A keepalive probe the peer answers: ``ping`` in ``pbgreen``, else a call to no object.
+
+        Twisted answers a ``message`` to an object id it does not have with
+        an ``error`` and logs nothing (WIRE §4.11); the reply is dropped.
+        """
+        if self.state is not State.OPEN:
+            return
+        if self.extended:
+            self._write([b"ping"])
+        else:
+            self._last_request += 1
+            self._write([b"message", self._last_request, -1, b"ping", 1, [b"tuple"],
+                         [b"dictionary"]])
 
     def send_uncache(self, cache_id: Any) -> None:
         """Tell the peer we send no more updates to ``cache_id`` (after ``StoppedObserving``)."""
@@ -317,6 +351,12 @@ def _read_version(broker: Broker, expr: list[Any], events: list[Any]) -> None:
 
 
 def _read_message(broker: Broker, expr: list[Any], events: list[Any]) -> None:
+    deadline = None
+    if len(expr) == 8 and broker.extended:  # pbgreen: the caller's deadline, in ms
+        deadline = expr.pop()
+        if type(deadline) is not int:
+            raise ProtocolError(f"deadline that is not a number: {deadline!r:.20}")
+        deadline /= 1000
     _fields(expr, 7)
     _, request_id, object_id, name, answer, args, kwargs = expr
     if type(request_id) is not int or type(name) is not bytes or type(answer) is not int:
@@ -337,7 +377,8 @@ def _read_message(broker: Broker, expr: list[Any], events: list[Any]) -> None:
         if answer:
             broker.send_error(request_id, Error("method name is not UTF-8"))
         return
-    events.append(IncomingCall(request_id, target, method, bool(answer), args, kwargs, update))
+    events.append(IncomingCall(request_id, target, method, bool(answer), args, kwargs, update,
+                               deadline))
 
 
 def _read_reply(broker: Broker, expr: list[Any], events: list[Any]) -> None:
@@ -389,6 +430,22 @@ def _read_uncache(broker: Broker, expr: list[Any], events: list[Any]) -> None:
         raise ProtocolError(f"uncache of unknown cache id {expr[1]!r:.20}")
 
 
+def _read_cancel(broker: Broker, expr: list[Any], events: list[Any]) -> None:
+    _fields(expr, 2)
+    if type(expr[1]) is not int:
+        raise ProtocolError(f"cancel of a request id that is not a number: {expr[1]!r:.20}")
+    events.append(Cancelled(expr[1]))
+
+
+def _read_ping(broker: Broker, expr: list[Any], events: list[Any]) -> None:
+    _fields(expr, 1)
+    broker._write([b"pong"])
+
+
+def _read_pong(broker: Broker, expr: list[Any], events: list[Any]) -> None:
+    _fields(expr, 1)  # its arrival is all that counts (the driver saw bytes)
+
+
 def _read_did_not_understand(broker: Broker, expr: list[Any], events: list[Any]) -> None:
     log.info("peer %s did not understand %r", broker.peer, expr[1:2])
 
@@ -403,6 +460,14 @@ _READERS: dict[bytes, Callable[[Broker, list[Any], list[Any]], None]] = {
     b"decache": _read_decache,
     b"uncache": _read_uncache,
     b"didNotUnderstand": _read_did_not_understand,
+}
+
+#: Commands only a ``pbgreen`` peer may send.
+_EXTENDED_READERS: dict[bytes, Callable[[Broker, list[Any], list[Any]], None]] = {
+    **_READERS,
+    b"cancel": _read_cancel,
+    b"ping": _read_ping,
+    b"pong": _read_pong,
 }
 
 

@@ -40,6 +40,8 @@ class PBServer:
         max_calls: incoming calls running at once per connection.
         handshake_timeout: seconds a new connection has to finish the PB
             handshake before it is closed.
+        keepalive: seconds of silence before a client is probed; a client
+            silent through the probe is disconnected (``None``: off).
         high_water: bytes queued for one peer past which that connection's
             workers wait and its reader pauses; a cache holder four times
             this far behind is dropped (see docs/limits.md).
@@ -49,7 +51,7 @@ class PBServer:
                  ssl_context: ssl.SSLContext | None = None, unsafeTracebacks: bool = False,
                  security: SecurityOptions | None = None, max_connections: int = 10_000,
                  max_calls: int = 1000, handshake_timeout: float = 30.0,
-                 high_water: int = HIGH_WATER) -> None:
+                 high_water: int = HIGH_WATER, keepalive: float | None = 30) -> None:
         root = root_or_portal
         if isinstance(root, Portal):
             root = PortalRoot(root)
@@ -62,6 +64,7 @@ class PBServer:
         self.security = security
         self.max_calls = max_calls
         self.high_water = high_water
+        self.keepalive = keepalive
         self.handshake_timeout = handshake_timeout
         self.connections: set[Connection] = set()
         self._stopped = Event()
@@ -120,7 +123,7 @@ class PBServer:
         connection = Connection(sock, is_client=False, security=self.security,
                                 unsafe_tracebacks=self.unsafeTracebacks,
                                 max_calls=self.max_calls, peer=address,
-                                high_water=self.high_water)
+                                high_water=self.high_water, keepalive=self.keepalive)
         root = self.root
         per_connection = getattr(root, "rootObject", None)
         if per_connection is not None:

@@ -127,7 +127,7 @@ def nested(depth):
 def test_constants():
     assert SIZE_LIMIT == 655360 == 640 * 1024
     assert PREFIX_LIMIT == 64
-    assert DIALECTS == (b"pb", b"none")
+    assert DIALECTS == (b"pbgreen", b"pb", b"none")
 
 
 def test_vocabulary_table():
@@ -491,9 +491,11 @@ def test_vocab_switch_mid_stream():
 
 
 def test_handshake_bytes():
-    offer = H("02 80 02 82 70 62 04 82 6e 6f 6e 65")
-    assert encode(list(DIALECTS), vocab=False) == offer
+    offer = H("02 80 02 82 70 62 04 82 6e 6f 6e 65")  # Twisted's own offer (WIRE 7.1)
+    assert encode([b"pb", b"none"], vocab=False) == offer
     assert decode_stream(offer) == [[b"pb", b"none"]]
+    ours = encode(list(DIALECTS), vocab=False)  # pbgreen's first, then Twisted's two
+    assert ours == H("03 80 07 82") + b"pbgreen" + H("02 82 70 62 04 82 6e 6f 6e 65")
 
 
 def test_message_bytes_from_capture():

@@ -10,6 +10,7 @@ import pytest
 from pbgreen import banana, dispatch, errors, flavors
 from pbgreen._failure import failure_from
 from pbgreen.events import IncomingCall, Ready, Released, Reply
+from pbgreen.banana import DIALECTS
 from pbgreen.protocol import MAX_BROKER_REFS, Broker
 from pbgreen.reference import RemoteReference
 
@@ -45,6 +46,8 @@ class Pair:
     """A connector and an acceptor joined by an in-memory pump (like Twisted's IOPump)."""
 
     def __init__(self, root=None, **kwargs):
+        # Twisted's dialects by default, so the bytes can be compared with its captures.
+        kwargs.setdefault("dialects", (b"pb", b"none"))
         self.server = Broker(is_client=False, root=root or Root(), invoker="server", **kwargs)
         self.client = Broker(is_client=True, invoker="client")
         self.replies = {}
@@ -92,6 +95,40 @@ def test_handshake_bytes_match_twisted():
     assert pair.wire[1] == ("C>S", H("02 82 70 62 02 80 13 87 06 81"))
     assert pair.wire[2] == ("S>C", H("02 80 13 87 06 81"))
     assert pair.client.dialect == pair.server.dialect == b"pb"
+
+
+def test_pbgreen_peers_choose_the_pbgreen_dialect_and_twisted_ones_pb():
+    pair = Pair(dialects=DIALECTS)
+    assert pair.client.dialect == pair.server.dialect == b"pbgreen"
+    assert pair.client.extended and pair.server.extended
+    assert pair.call(b"root", "add", 1, 2) == 3
+    # a connector that knows only Twisted's dialects skips the name it does not know
+    twisted_like = Broker(is_client=True, dialects=(b"pb", b"none"))
+    twisted_like.receive_data(Broker(is_client=False, root=Root()).data_to_send())
+    assert twisted_like.dialect == b"pb" and not twisted_like.extended
+
+
+def test_extended_commands_are_unknown_in_twisteds_dialect():
+    pair = Pair()
+    with pytest.raises(errors.ProtocolError, match="unknown PB command"):
+        pair.server.receive_data(banana.encode([b"ping"]))
+
+
+def test_a_deadline_travels_with_a_call_between_pbgreen_peers():
+    pair = Pair(dialects=DIALECTS)
+    seen = []
+    pair._handle = lambda broker, event: seen.append(event) if isinstance(event, IncomingCall) \
+        else Pair._handle(pair, broker, event)
+    request = pair.client.send_call(b"root", "add", dispatch.prepare(pair.client, ((1, 2), {}),
+                                                                     None), True, deadline=2.5)
+    pair.pump()
+    (call,) = seen
+    assert call.request_id == request and call.deadline == 2.5
+    pair.client.send_cancel(request)
+    pair.client.send_ping()
+    events = pair.server.receive_data(pair.client.data_to_send())
+    assert [type(e).__name__ for e in events] == ["Cancelled"]
+    assert banana.Decoder(vocab=True).feed(pair.server.data_to_send()) == [[b"pong"]]
 
 
 def test_bytes_after_the_dialect_choice_in_one_segment_use_the_new_dialect():

@@ -73,7 +73,7 @@ def _read(broker, reply):
 @WAYS
 def test_handshake_completes(bytewise):
     p = pair(root=Root(), bytewise=bytewise)
-    assert p.client.dialect == p.server.dialect == b"pb"
+    assert p.client.dialect == p.server.dialect == b"pbgreen"
     assert len(named(p.client_events, "Ready")) == 1
     assert len(named(p.server_events, "Ready")) == 1
     assert [d for d, _ in p.wire] == [SERVER_TO_CLIENT, CLIENT_TO_SERVER, SERVER_TO_CLIENT]

@@ -12,7 +12,7 @@ from gevent import socket
 import pbgreen as pb
 from pbgreen import banana
 
-OFFER = bytes.fromhex("02 80 02 82 70 62 04 82 6e 6f 6e 65")
+SERVER_OFFER = banana.encode(list(banana.DIALECTS), vocab=False)  # a PBServer's
 CHOOSE_PB = bytes.fromhex("02 82 70 62")
 VERSION = bytes.fromhex("02 80 13 87 06 81")
 
@@ -35,9 +35,9 @@ def _raw(server, handshake=True):
     sock = socket.create_connection(server.address, timeout=10)
     received = b""
     with gevent.Timeout(10):
-        while len(received) < len(OFFER):
+        while len(received) < len(SERVER_OFFER):
             received += sock.recv(100)
-    assert received.startswith(OFFER)
+    assert received.startswith(SERVER_OFFER)
     if handshake:
         sock.sendall(CHOOSE_PB + VERSION)
     return sock

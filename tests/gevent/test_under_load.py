@@ -43,7 +43,8 @@ import pbgreen as pb
 from pbgreen import banana
 from pbgreen.connection import Connection, wrap_tls
 
-OFFER = bytes.fromhex("02 80 02 82 70 62 04 82 6e 6f 6e 65")  # ['pb', 'none']
+OFFER = bytes.fromhex("02 80 02 82 70 62 04 82 6e 6f 6e 65")  # ['pb', 'none']: Twisted's
+SERVER_OFFER = banana.encode(list(banana.DIALECTS), vocab=False)  # a PBServer's
 CHOOSE_PB = bytes.fromhex("02 82 70 62")                       # 'pb'
 VERSION = bytes.fromhex("02 80 13 87 06 81")                   # ['version', 6]
 
@@ -66,11 +67,11 @@ def _raw_pb(address, rcvbuf=None):
         sock.connect(address)
         received = b""
         with gevent.Timeout(10):
-            while len(received) < len(OFFER):
-                chunk = sock.recv(len(OFFER) - len(received))
+            while len(received) < len(SERVER_OFFER):
+                chunk = sock.recv(len(SERVER_OFFER) - len(received))
                 assert chunk, "the server hung up before offering its dialects"
                 received += chunk
-        assert received == OFFER
+        assert received == SERVER_OFFER
         sock.sendall(CHOOSE_PB + VERSION)
     except BaseException:
         sock.close()

@@ -1,0 +1,92 @@
+"""Deadlines on calls and keepalive probes for one connection.
+
+How it works. Both use libev timers on the hub (no greenlet per connection
+or per call, so an idle connection costs no stack).
+
+* ``CallTimers``: with ``call_timeout``, each call that waits for an answer
+  gets a timer; the reply stops it. When it fires first, the call is
+  abandoned (its late answer will be dropped and its references given back,
+  a ``pbgreen`` peer is told to stop the method) and the caller gets
+  ``pb.CallTimeout``.
+* ``Keepalive``: every ``keepalive`` seconds the timer looks at how long ago
+  the peer last sent a byte. Silent for ``keepalive``: a probe the peer must
+  answer goes out (``ping`` to a ``pbgreen`` peer, a call to no object for
+  a Twisted one, which answers it quietly). Silent for twice that: the path
+  is dead (a pulled cable, a stalled proxy: no FIN, no RST ever comes) and
+  the connection is closed, failing every waiting call. So a dead peer is
+  found within about 3 × ``keepalive`` of its last byte.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .errors import CallTimeout, ClosedLocally
+
+__all__ = ["CallTimers", "Keepalive"]
+
+
+class CallTimers:
+    """One timer per call waiting under a deadline (see the module docstring)."""
+
+    def __init__(self, loop: Any, seconds: float, expired: Callable[[int, str], Any]) -> None:
+        self.seconds = seconds
+        self._loop = loop
+        self._expired = expired
+        self._timers: dict[int, Any] = {}
+
+    def start(self, request_id: int, name: str) -> None:
+        timer = self._loop.timer(self.seconds)
+        self._timers[request_id] = timer
+        timer.start(self._fire, request_id, name)
+
+    def _fire(self, request_id: int, name: str) -> None:
+        timer = self._timers.pop(request_id, None)
+        if timer is not None:
+            timer.close()
+            self._expired(request_id, name)
+
+    def stop(self, request_id: int) -> None:
+        timer = self._timers.pop(request_id, None)
+        if timer is not None:
+            timer.stop()
+            timer.close()
+
+    def stop_all(self) -> None:
+        timers, self._timers = self._timers, {}
+        for timer in timers.values():
+            timer.stop()
+            timer.close()
+
+    def error(self, name: str, peer: Any) -> CallTimeout:
+        return CallTimeout(f"no answer to {name!r} from {peer} within {self.seconds:g} s "
+                           "(call_timeout); the call was abandoned")
+
+
+class Keepalive:
+    """Probes a silent peer and declares it dead (see the module docstring)."""
+
+    def __init__(self, loop: Any, seconds: float, probe: Callable[[], Any],
+                 dead: Callable[[BaseException], Any]) -> None:
+        self.seconds = seconds
+        self._loop = loop
+        self._probe = probe
+        self._dead = dead
+        #: The hub's clock when the peer last sent us anything.
+        self.last_heard = loop.now()
+        self._timer = loop.timer(seconds, seconds)
+        self._timer.start(self._check)
+        self._timer.ref = False  # an idle connection alone does not keep a script running
+
+    def _check(self) -> None:
+        silent = self._loop.now() - self.last_heard
+        if silent >= 2 * self.seconds:
+            self._dead(ClosedLocally(
+                f"the peer sent nothing for {silent:.1f} s and did not answer a keepalive "
+                f"probe (keepalive={self.seconds:g} s): the path to it is dead"))
+        elif silent >= self.seconds:
+            self._probe()
+
+    def stop(self) -> None:
+        self._timer.stop()
+        self._timer.close()
