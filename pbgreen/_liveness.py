@@ -8,6 +8,8 @@ or per call, so an idle connection costs no stack).
   abandoned (its late answer will be dropped and its references given back,
   a ``pbgreen`` peer is told to stop the method) and the caller gets
   ``pb.CallTimeout``.
+* ``IdleTimer`` (servers, ``idle_timeout``): closes a connection with no
+  call in either direction and none running for that long.
 * ``Keepalive``: every ``keepalive`` seconds the timer looks at how long ago
   the peer last sent a byte. Silent for ``keepalive``: a probe the peer must
   answer goes out (``ping`` to a ``pbgreen`` peer, a call to no object for
@@ -23,7 +25,7 @@ from typing import Any, Callable
 
 from .errors import CallTimeout, ClosedLocally
 
-__all__ = ["CallTimers", "Keepalive"]
+__all__ = ["CallTimers", "Keepalive", "IdleTimer"]
 
 
 class CallTimers:
@@ -86,6 +88,30 @@ class Keepalive:
                 f"probe (keepalive={self.seconds:g} s): the path to it is dead"))
         elif silent >= self.seconds:
             self._probe()
+
+    def stop(self) -> None:
+        self._timer.stop()
+        self._timer.close()
+
+
+class IdleTimer:
+    """Closes a connection that made no call and ran none for ``seconds``."""
+
+    def __init__(self, loop: Any, seconds: float, idle: Callable[[], bool],
+                 close: Callable[[BaseException], Any]) -> None:
+        self.seconds = seconds
+        self._loop = loop
+        self._idle = idle
+        self._close = close
+        #: The hub's clock at the last call in or answer out (the reader sets it).
+        self.last_active = loop.now()
+        self._timer = loop.timer(seconds / 2, seconds / 2)
+        self._timer.start(self._check)
+        self._timer.ref = False
+
+    def _check(self) -> None:
+        if self._loop.now() - self.last_active >= self.seconds and self._idle():
+            self._close(ClosedLocally(f"idle for {self.seconds:g} s (idle_timeout)"))
 
     def stop(self) -> None:
         self._timer.stop()

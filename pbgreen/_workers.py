@@ -68,6 +68,8 @@ class Workers:
         self.updates: deque[IncomingCall] = deque()
         #: The worker running each incoming request, by request id (to cancel it).
         self.running: dict[int, gevent.Greenlet] = {}
+        #: Set by a server stopping gracefully: new calls get this as an error.
+        self.refusing: str | None = None
         self._updater: gevent.Greenlet | None = None
         self._resume = Event()
 
@@ -78,6 +80,10 @@ class Workers:
             self.updates.append(call)
             if self._updater is None:
                 self._updater = gevent.spawn(self._apply_updates)
+            return False
+        if self.refusing is not None:
+            if call.answer:
+                connection.protocol.send_error(call.request_id, Error(self.refusing))
             return False
         if self._idle:
             return hand_over(self._idle.pop(), call, connection._hub.loop.run_callback, direct)
@@ -91,6 +97,15 @@ class Workers:
             return False
         self._calls.add(gevent.spawn(self._worker, [call]))
         return False
+
+    def refuse(self, reason: str) -> None:
+        """Answer every new call with ``pb.Error(reason)`` (a server stopping gracefully)."""
+        self.refusing = reason
+
+    def busy(self, besides: Any = None) -> bool:
+        """Whether calls run or wait here (not counting the greenlet ``besides``)."""
+        return bool(self.backlog or self.updates) or any(
+            worker is not besides for worker in self.running.values())
 
     def must_pause(self, connection: Any) -> bool:
         """Whether the reader should stop reading for now (back-pressure)."""

@@ -348,6 +348,7 @@ def _configure_logging(level: str) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     import gevent
+    from gevent.event import Event
 
     from .server import PBServer
 
@@ -377,7 +378,10 @@ def _serve(args: argparse.Namespace) -> int:
             hint = " (no interface of this machine has that address)"
         raise _Fail(f"cannot listen on {where}: {_os_reason(exc)}{hint}") from None
 
+    # Our own handlers rather than serve_forever's, so the stop uses
+    # --graceful-timeout and a second signal can cut it short.
     signals_seen: list[int] = []
+    stopped = Event()
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
@@ -390,13 +394,14 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("%s: stopping; running calls have up to %g s to finish", name,
                  args.graceful_timeout)
         server.stop(timeout=args.graceful_timeout)
+        stopped.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, on_signal, signum)
     bound_host, port = server.address
     print(f"pbgreen: serving {args.target} on {_show(bound_host, port)}"
           f"{' (TLS)' if context else ''}", flush=True)
-    server.serve_forever()
+    stopped.wait()
     log.info("stopped")
     return 0
 
@@ -419,8 +424,6 @@ def _password(user: str, where: str) -> str:
 
 def _connect_problem(exc: BaseException, host: str, port: int) -> str:
     """One line for an exception raised while connecting to ``host:port``."""
-    from .errors import ProtocolError
-
     where = _show(host, port)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"TLS to {where}: the server's certificate is not trusted "
@@ -476,7 +479,7 @@ def _call(args: argparse.Namespace) -> int:
     import gevent
 
     from .client import PBClient
-    from .errors import CopiedFailure, DeadReferenceError, InsecureJelly, PBConnectionLost
+    from .errors import CopiedFailure, InsecureJelly
 
     host, port = args.address
     where = _show(host, port)
@@ -514,10 +517,13 @@ def _call(args: argparse.Namespace) -> int:
         if args.traceback:
             print(exc.remoteTraceback, file=sys.stderr, end="")
         return 1
-    except InsecureJelly as exc:
-        hint = "" if args.imports else " (--import a module that does)"
+    except InsecureJelly as exc:  # the answer holds something we may not rebuild
+        hint = "" if args.imports or "setUnjellyable" not in str(exc) \
+            else " (--import a module that does)"
         raise _Fail(f"{exc}{hint}", status=1) from None
-    except (DeadReferenceError, PBConnectionLost) as exc:
+    except TimeoutError:  # a deadline of PBClient's own
+        raise _Fail(f"{phase} at {where} timed out") from None
+    except OSError as exc:  # DeadReferenceError, PBConnectionLost, the socket's own
         raise _Fail(_lost(exc, where, phase)) from None
     finally:
         timer.close()

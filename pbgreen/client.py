@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ssl
 import time
 from typing import Any
@@ -88,6 +89,9 @@ class PBClient:
             if reason is None:
                 raise TimeoutError(f"PB handshake with {host}:{port} did not finish within "
                                    f"{timeout} s: is it a PB server?")
+            if "server at capacity" in str(reason):
+                raise ConnectionRefusedError(errno.ECONNREFUSED, f"cannot connect to {host}:"
+                                             f"{port}: {reason}") from reason
             raise ProtocolError(f"PB handshake with {host}:{port} failed: {reason}")
         self._root = RemoteReference(self.connection, b"root")
 

@@ -43,7 +43,7 @@ from ._workers import Workers, hand_over
 from ._writer import HIGH_WATER, Writer
 from .errors import (ClosedByPeer, ClosedLocally, DeadReferenceError, PBConnectionLost,
                      ProtocolError)
-from ._liveness import CallTimers, Keepalive
+from ._liveness import CallTimers, IdleTimer, Keepalive
 from .events import Cancelled, IncomingCall, Ready, Released, Reply, StoppedObserving
 from .jelly import SecurityOptions
 from .protocol import Broker
@@ -222,13 +222,15 @@ class Connection:
             raises ``pb.CallTimeout`` (``None``: no deadline).
         keepalive: seconds of silence from the peer before it is probed; a
             peer silent through the probe is declared dead (``None``: off).
+        idle_timeout: close the connection once no call went either way and
+            none ran for this many seconds (``None``: never).
     """
 
     def __init__(self, sock: Any, *, is_client: bool, root: Any = None,
                  security: SecurityOptions | None = None, unsafe_tracebacks: bool = False,
                  max_calls: int = 1000, peer: Any = None, high_water: int = HIGH_WATER,
                  call_timeout: float | None = None, keepalive: float | None = None,
-                 **decoder_options: Any) -> None:
+                 idle_timeout: float | None = None, **decoder_options: Any) -> None:
         self.sock = sock
         self.peer = peer
         self.high_water = high_water
@@ -256,6 +258,8 @@ class Connection:
                             else CallTimers(loop, call_timeout, self._call_expired))
         self.keepalive = (None if keepalive is None
                           else Keepalive(loop, keepalive, self._probe, self._lost))
+        self.idle_timer = (None if idle_timeout is None
+                           else IdleTimer(loop, idle_timeout, self._idle, self._lost))
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -297,6 +301,7 @@ class Connection:
         tables = protocol.tables
         keepalive = self.keepalive
         timers = self.call_timers
+        idle_timer = self.idle_timer
         watchdog = None
         if handshake_timeout is not None:
             watchdog = gevent.spawn_later(handshake_timeout, self._handshake_expired,
@@ -315,7 +320,10 @@ class Connection:
                 if keepalive is not None:
                     keepalive.last_heard = loop.now()
                 direct = True
-                for event in protocol.receive_data(data):
+                events = protocol.receive_data(data)
+                if idle_timer is not None and events:
+                    idle_timer.last_active = loop.now()
+                for event in events:
                     if type(event) is Reply:  # the common case, inline
                         token = self._waiting.pop(event.request_id, None)
                         if timers is not None:
@@ -326,7 +334,7 @@ class Connection:
                             direct = token.deliver(event, direct) and direct
                     else:
                         direct = self._route(event, direct)
-                event = token = None  # nothing of the last event stays alive while we wait
+                event = events = token = None  # nothing of the last event stays alive
                 self.flush()
                 if tables.close_reason:
                     cause = ClosedLocally(tables.close_reason)
@@ -393,6 +401,8 @@ class Connection:
             self.keepalive.stop()
         if self.call_timers is not None:
             self.call_timers.stop_all()
+        if self.idle_timer is not None:
+            self.idle_timer.stop()
         self._wake.stop()
         self._wake.close()
         self.writer.close()
@@ -469,6 +479,9 @@ class Connection:
             return
         self._abandon(request_id)
         token.set_exception(self.call_timers.error(name, self.peer))
+
+    def _idle(self) -> bool:
+        return not self._waiting and not self.workers.busy()
 
     def _probe(self) -> None:
         self.protocol.send_ping()

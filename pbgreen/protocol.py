@@ -40,11 +40,16 @@ from .errors import Error, ProtocolError
 from .events import Cancelled, IncomingCall, Ready, Released, Reply, StoppedObserving
 from .jelly import SecurityOptions, globalSecurity
 
-__all__ = ["Broker", "State", "Outgoing", "PROTOCOL_VERSION", "MAX_BROKER_REFS"]
+__all__ = ["Broker", "State", "Outgoing", "PROTOCOL_VERSION", "MAX_BROKER_REFS", "AT_CAPACITY"]
 
 log = logging.getLogger("pbgreen")
 
 PROTOCOL_VERSION = 6
+
+#: What a server at capacity offers instead of its dialects: a Twisted client
+#: knows no dialect in it and closes (a refused connection, to it); a pbgreen
+#: client reports "server at capacity".
+AT_CAPACITY = [b"server at capacity"]
 
 
 class State(enum.Enum):
@@ -167,6 +172,9 @@ class Broker:
 
     def _negotiate(self, expr: Any, events: list[Any]) -> None:
         if self.is_client:
+            if expr == AT_CAPACITY:
+                raise ProtocolError("server at capacity: it serves as many connections as "
+                                    "it allows (max_connections); try again later")
             choice = choose_dialect(expr, self.dialects)
             if choice is None:
                 raise ProtocolError(f"no dialect in common: the peer offers {expr!r:.80}, "

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 import ssl
+import threading
+import time
 from typing import Any
 
 import gevent
@@ -13,7 +16,9 @@ from gevent.server import StreamServer
 
 from . import portno
 from .connection import HIGH_WATER, Connection, set_nodelay, wrap_tls
+from .banana import encode
 from .cred import Portal, PortalRoot
+from .protocol import AT_CAPACITY
 from .jelly import SecurityOptions
 
 __all__ = ["PBServer", "portno"]
@@ -36,12 +41,17 @@ class PBServer:
         unsafeTracebacks: send full remote tracebacks with errors.
         security: ``SecurityOptions`` for what may arrive (default: the
             global registry of ``setUnjellyableForClass``).
-        max_connections: connections served at once.
+        max_connections: connections served at once; one more is accepted,
+            told "server at capacity" and closed at once (logged at WARNING).
         max_calls: incoming calls running at once per connection.
         handshake_timeout: seconds a new connection has to finish the PB
             handshake before it is closed.
         keepalive: seconds of silence before a client is probed; a client
             silent through the probe is disconnected (``None``: off).
+        backlog: the listen queue: connections the kernel holds until they
+            are accepted (a burst of connects waits there, not refused).
+        idle_timeout: close a connection that made no call and had no call
+            running for this many seconds (``None``: never).
         high_water: bytes queued for one peer past which that connection's
             workers wait and its reader pauses; a cache holder four times
             this far behind is dropped (see docs/limits.md).
@@ -51,7 +61,8 @@ class PBServer:
                  ssl_context: ssl.SSLContext | None = None, unsafeTracebacks: bool = False,
                  security: SecurityOptions | None = None, max_connections: int = 10_000,
                  max_calls: int = 1000, handshake_timeout: float = 30.0,
-                 high_water: int = HIGH_WATER, keepalive: float | None = 30) -> None:
+                 high_water: int = HIGH_WATER, keepalive: float | None = 30,
+                 backlog: int = 1024, idle_timeout: float | None = None) -> None:
         root = root_or_portal
         if isinstance(root, Portal):
             root = PortalRoot(root)
@@ -65,11 +76,15 @@ class PBServer:
         self.max_calls = max_calls
         self.high_water = high_water
         self.keepalive = keepalive
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
         self.connections: set[Connection] = set()
         self._stopped = Event()
         self.ssl_context = ssl_context
-        self._server = StreamServer((host, port), self._handle, spawn=Pool(max_connections))
+        # The pool is unbounded so the listener never stops accepting: past
+        # max_connections a connection is told so and closed, not left hanging.
+        self._server = StreamServer((host, port), self._handle, spawn=Pool(), backlog=backlog)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -83,29 +98,70 @@ class PBServer:
         if not self._server.started:
             self._server.start()
 
-    def serve_forever(self) -> None:
-        """Start if needed, then block until ``stop()`` (at once if it already ran)."""
+    def serve_forever(self, graceful_timeout: float | None = 10.0) -> None:
+        """Start if needed, then block until ``stop()`` (at once if it already ran).
+
+        Called from the main thread, SIGINT (Ctrl-C) and SIGTERM stop the
+        server gracefully (``stop(timeout=graceful_timeout)``) and this
+        returns normally: no ``KeyboardInterrupt`` traceback.
+        """
         if self._stopping:
             return
         self.start()
-        self._stopped.wait()
+        handlers = self._install_signal_handlers(graceful_timeout)
+        try:
+            self._stopped.wait()
+        finally:
+            for handler in handlers:
+                handler.cancel()
+
+    def _install_signal_handlers(self, graceful_timeout: float | None) -> list[Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return []
+
+        def on_signal(signum: int) -> None:
+            log.info("stopping on %s: letting running calls finish for up to %s s",
+                        signal.Signals(signum).name, graceful_timeout)
+            gevent.spawn(self.stop, graceful_timeout)
+        return [gevent.signal_handler(signum, on_signal, signum)
+                for signum in (signal.SIGINT, signal.SIGTERM)]
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop listening and close every connection.
+        """Stop serving; with ``timeout``, gracefully.
 
-        May be called from anywhere, including a remote method of this server:
-        the calling greenlet is not killed, and ``serve_forever`` returns.
+        ``stop()``: stop listening and close every connection at once.
+        ``stop(timeout=T)``: stop accepting at once; calls already running
+        may finish for up to ``T`` seconds and their answers are delivered,
+        while new calls are answered with an error saying the server is
+        shutting down; then every connection is closed and calls still
+        running are killed. Returns when all of that is done. May be called
+        from anywhere, including a remote method of this server (that call
+        is not killed), and ``serve_forever`` returns.
         """
         if self._stopping:
             return
         self._stopping = True
         self._server.close()  # no new connections from here on
+        if timeout is not None:
+            self._drain(timeout)
         for connection in list(self.connections):
             connection.close("server stopping")
         for connection in list(self.connections):
             connection.kill_calls(timeout=timeout)
         self._server.stop(timeout=timeout)
         self._stopped.set()
+
+    def _drain(self, timeout: float) -> None:
+        """Refuse new calls, then wait up to ``timeout`` for running ones and their answers."""
+        deadline = time.monotonic() + timeout
+        connections = list(self.connections)
+        for connection in connections:
+            connection.workers.refuse("the server is shutting down; try another or later")
+        current = gevent.getcurrent()
+        while time.monotonic() < deadline and any(
+                connection.workers.busy(besides=current) or connection.buffered
+                for connection in connections if connection.connected):
+            gevent.sleep(0.02)
 
     def __enter__(self) -> "PBServer":
         self.start()
@@ -115,6 +171,15 @@ class PBServer:
         self.stop()
 
     def _handle(self, sock: Any, address: Any) -> None:
+        if len(self.connections) >= self.max_connections:
+            log.warning("refusing connection from %s: server at capacity (%d connections, "
+                        "max_connections)", address, len(self.connections))
+            try:
+                sock.sendall(encode(AT_CAPACITY, vocab=False))
+            except OSError:
+                pass
+            sock.close()
+            return
         set_nodelay(sock)
         if self.ssl_context is not None:
             sock = self._tls_handshake(sock, address)
@@ -123,7 +188,8 @@ class PBServer:
         connection = Connection(sock, is_client=False, security=self.security,
                                 unsafe_tracebacks=self.unsafeTracebacks,
                                 max_calls=self.max_calls, peer=address,
-                                high_water=self.high_water, keepalive=self.keepalive)
+                                high_water=self.high_water, keepalive=self.keepalive,
+                                idle_timeout=self.idle_timeout)
         root = self.root
         per_connection = getattr(root, "rootObject", None)
         if per_connection is not None:
