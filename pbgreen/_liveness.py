@@ -10,13 +10,15 @@ or per call, so an idle connection costs no stack).
   ``pb.CallTimeout``.
 * ``IdleTimer`` (servers, ``idle_timeout``): closes a connection with no
   call in either direction and none running for that long.
-* ``Keepalive``: every ``keepalive`` seconds the timer looks at how long ago
-  the peer last sent a byte. Silent for ``keepalive``: a probe the peer must
-  answer goes out (``ping`` to a ``pbgreen`` peer, a call to no object for
-  a Twisted one, which answers it quietly). Silent for twice that: the path
-  is dead (a pulled cable, a stalled proxy: no FIN, no RST ever comes) and
-  the connection is closed, failing every waiting call. So a dead peer is
-  found within about 3 × ``keepalive`` of its last byte.
+* ``Keepalive``: twice per ``keepalive`` period the timer looks at how long
+  ago the peer last sent a byte. Silent for ``keepalive``: a probe the peer
+  must answer goes out (``ping`` to a ``pbgreen`` peer, a call to no object
+  for a Twisted one, which answers it quietly). Nothing back within another
+  ``keepalive``: the path is dead (a pulled cable, a stalled proxy: no FIN,
+  no RST ever comes) and the connection is closed, failing every waiting
+  call. A peer is only declared dead after a probe it did not answer, so a
+  busy process whose timer fired late never drops a healthy connection; a
+  dead peer is found within about 3 × ``keepalive`` of its last byte.
 """
 
 from __future__ import annotations
@@ -76,17 +78,25 @@ class Keepalive:
         self._dead = dead
         #: The hub's clock when the peer last sent us anything.
         self.last_heard = loop.now()
-        self._timer = loop.timer(seconds, seconds)
+        self._probed_at: float | None = None
+        # Looked at twice per period, so a probe leaves within 1.5 periods of
+        # silence and an unanswered one is noticed within 1.5 periods more.
+        self._timer = loop.timer(seconds / 2, seconds / 2)
         self._timer.start(self._check)
         self._timer.ref = False  # an idle connection alone does not keep a script running
 
     def _check(self) -> None:
-        silent = self._loop.now() - self.last_heard
-        if silent >= 2 * self.seconds:
-            self._dead(ClosedLocally(
-                f"the peer sent nothing for {silent:.1f} s and did not answer a keepalive "
-                f"probe (keepalive={self.seconds:g} s): the path to it is dead"))
-        elif silent >= self.seconds:
+        now = self._loop.now()
+        probed_at = self._probed_at
+        if probed_at is not None and self.last_heard < probed_at:  # a probe is out
+            if now - probed_at >= self.seconds:
+                self._dead(ClosedLocally(
+                    f"the peer sent nothing for {now - self.last_heard:.1f} s and did not "
+                    f"answer a keepalive probe within {self.seconds:g} s (keepalive): the "
+                    "path to it is dead"))
+            return
+        if now - self.last_heard >= self.seconds:
+            self._probed_at = now
             self._probe()
 
     def stop(self) -> None:

@@ -36,7 +36,7 @@ from .flavors import AsReferenceable, RemoteCache, ViewPoint
 from .jelly import Jellier, SecurityOptions, Unjellier, find_references, set_state
 from .reference import RemoteCacheObserver, RemoteReference
 
-__all__ = ["RefTables", "SendContext", "Stale", "MAX_BROKER_REFS"]
+__all__ = ["RefTables", "SendContext", "Stale", "NotYet", "NotOpen", "MAX_BROKER_REFS"]
 
 MAX_BROKER_REFS = 1024
 _VIOLATIONS_BEFORE_GOODBYE = 4
@@ -44,6 +44,14 @@ _VIOLATIONS_BEFORE_GOODBYE = 4
 
 class Stale(Exception):
     """A prepared value names a cache the peer let go of meanwhile: jelly it again."""
+
+
+class NotYet(Exception):
+    """A prepared value refers to a first copy another send has not queued yet: commit later."""
+
+
+class NotOpen(Exception):
+    """The connection closed while a value was prepared: nothing was queued."""
 
 
 class _Local:
@@ -110,6 +118,10 @@ class SendContext:
             for new_id, entry in self.new_caches.items():  # met twice in this value
                 if entry.puid == puid:
                     cache_id = new_id
+        if cache_id is None:
+            # Another send is making its first copy right now: refer to that
+            # one; our commit waits until it is queued (NotYet).
+            cache_id = tables.preparing.get(puid)
         if cache_id is not None:
             self.caches.append(cache_id)
             return [b"cached", cache_id]
@@ -119,6 +131,7 @@ class SendContext:
         perspective = jellier.perspective
         observer = RemoteCacheObserver(tables.invoker, obj, perspective, cache_id)
         self.new_caches[cache_id] = _Owned(obj, puid, perspective, observer)
+        tables.preparing[puid] = cache_id  # others refer to this copy, not make a second
         state = obj.getStateToCacheAndObserveFor(perspective, observer)  # user code: may yield
         jellier._keep.append(state)
         node = [obj.getTypeToCopyFor(perspective).encode("utf-8"), cache_id]
@@ -135,9 +148,11 @@ class SendContext:
     def abandoned(self) -> list[tuple[Any, Any, Any]]:
         """The value will not be sent: ``(cacheable, perspective, observer)`` to stop observing."""
         stopped = []
-        for entry in self.new_caches.values():
+        for cache_id, entry in self.new_caches.items():
             entry.observer.active = False
             stopped.append((entry.object, entry.perspective, entry.observer))
+            if self.tables.preparing.get(entry.puid) == cache_id:
+                del self.tables.preparing[entry.puid]
         self.new_caches.clear()
         return stopped
 
@@ -157,6 +172,11 @@ class RefTables:
         self.held: dict[Any, Any] = {}
         self.held_handles: dict[Any, tuple[weakref.ref[Any], list[int]]] = {}
         self._held_ids: dict[int, tuple[Any, Any]] = {}
+        self._given_back: dict[Any, None] = {}
+        #: Ids of the peer's first copies in replies not read yet (updates may target them).
+        self.announced: Counter[Any] = Counter()
+        #: First copies being prepared right now (puid -> cache id), not yet visible to the peer.
+        self.preparing: dict[Any, Any] = {}  # first copies released unread (see uncache)
         self._cleanups: dict[Any, list[Callable[[], Any]]] = {}
         #: ``(command, id, receipts, from_a_handle)`` owed to the peer (appended by
         #: garbage collection when a handle dies, or for a value never used).
@@ -186,11 +206,23 @@ class RefTables:
         owned = self.owned
         for cache_id in context.caches:
             if cache_id not in owned and cache_id not in context.new_caches:
+                if cache_id in self.preparing.values():
+                    raise NotYet(f"cache {cache_id} is still being prepared by another send")
                 raise Stale(f"cache {cache_id} was released while the value was prepared")
+        # Another send gave the same object an id while this one was prepared
+        # (user code yielded): prepare again, so the peer gets one id per object.
+        for entry in context.new_caches.values():
+            if entry.puid in self.cache_ids:
+                raise Stale("the Cacheable was sent meanwhile")
+        for luid, _, puid in context.refs:
+            if self.luids.get(puid, luid) != luid:
+                raise Stale("the Referenceable was sent meanwhile")
         for cache_id, entry in context.new_caches.items():
             entry.refcount = 1
             owned[cache_id] = entry
             self.cache_ids.setdefault(entry.puid, cache_id)
+            if self.preparing.get(entry.puid) == cache_id:
+                del self.preparing[entry.puid]
         for cache_id in context.caches:
             owned[cache_id].refcount += 1
         locals_ = self.locals
@@ -329,6 +361,10 @@ class RefTables:
         queued = False
         for (command, key), count in owed.items():
             if count > 0:
+                if command == b"decache" and key not in self.held:
+                    self._given_back[key] = None
+                    while len(self._given_back) > MAX_BROKER_REFS:  # oldest first: bounded
+                        del self._given_back[next(iter(self._given_back))]
                 self.releases.append((command, key, [count], False))
                 queued = True
         if queued and self.on_release_queued is not None:
@@ -347,6 +383,11 @@ class RefTables:
         """The owner stopped sending updates for ``cache_id``; False if we never held it."""
         root = self.held.pop(cache_id, None) if type(cache_id) in (int, bytes) else None
         if root is None:
+            # A first copy we gave back unread (refused, or its caller gone):
+            # the owner answers our decache with uncache, once.
+            if cache_id in self._given_back:
+                del self._given_back[cache_id]
+                return True
             return False
         self._held_ids.pop(id(root), None)
         slot = self.held_handles.pop(cache_id, None)
@@ -407,7 +448,11 @@ class RefTables:
             cls = type(root)
             handle = cls.__new__(cls)
             handle.__dict__ = root.__dict__  # observe_ calls update the root; the handle sees it
-            self._held_ids[id(handle)] = (weakref.ref(handle), cache_id)
+            key = id(handle)
+            held_ids = self._held_ids
+            # Forget the handle when it dies (inside GC: a dict pop, nothing more).
+            self._held_ids[key] = (weakref.ref(handle, lambda _: held_ids.pop(key, None)),
+                                   cache_id)
             return handle
         return self._live_handle(self.held_handles, b"decache", cache_id, make)
 
@@ -420,6 +465,7 @@ class RefTables:
         for entry in owned:
             entry.observer.active = False
         for table in (self._cleanups, self.owned, self.cache_ids, self.held, self.held_handles,
-                      self._held_ids, self.locals, self.luids, self.proxies, self.releases):
+                      self._held_ids, self.locals, self.luids, self.proxies, self.releases,
+                      self._given_back):
             table.clear()
         return callbacks, owned

@@ -68,6 +68,8 @@ class Workers:
         self.updates: deque[IncomingCall] = deque()
         #: The worker running each incoming request, by request id (to cancel it).
         self.running: dict[int, gevent.Greenlet] = {}
+        #: When each pbgreen caller stops waiting (time.monotonic()), by request id.
+        self.deadlines: dict[int, float] = {}
         #: Set by a server stopping gracefully: new calls get this as an error.
         self.refusing: str | None = None
         self._updater: gevent.Greenlet | None = None
@@ -76,6 +78,8 @@ class Workers:
     def start(self, call: IncomingCall, direct: bool) -> bool:
         """Hand ``call`` to a worker; True if it already ran (see ``hand_over``)."""
         connection = self.connection
+        if call.deadline is not None:  # counts from now, however long the call waits here
+            self.deadlines[call.request_id] = time.monotonic() + call.deadline
         if call.update:
             self.updates.append(call)
             if self._updater is None:
@@ -125,13 +129,13 @@ class Workers:
     def _run(self, call: IncomingCall) -> None:
         protocol = self.connection.protocol
         deadline = None
-        if call.deadline is not None:  # a pbgreen caller waits this long, no longer
-            deadline = gevent.Timeout(call.deadline)
+        at = self.deadlines.pop(call.request_id, None)
+        if at is not None:  # a pbgreen caller waits until then, no longer
+            deadline = gevent.Timeout(max(0.0, at - time.monotonic()))
             deadline.start()
         self.running[call.request_id] = gevent.getcurrent()
         try:
-            dispatch.run_call(protocol, call, None if deadline is None
-                              else time.monotonic() + call.deadline)
+            dispatch.run_call(protocol, call, at)
         except gevent.Timeout as exc:
             if exc is deadline:
                 log.info("stopped %s from %s: the caller's deadline passed", call.method,
@@ -144,11 +148,19 @@ class Workers:
         finally:
             if deadline is not None:
                 deadline.close()
+            idle_timer = self.connection.idle_timer
+            if idle_timer is not None:  # idle counts from the end of the last call
+                idle_timer.last_active = self.connection._hub.loop.now()
             if self.running.get(call.request_id) is gevent.getcurrent():
                 del self.running[call.request_id]
 
     def cancel(self, request_id: int) -> None:
         """The caller gave up on ``request_id``: stop the method if it still runs."""
+        self.deadlines.pop(request_id, None)
+        for call in self.backlog:
+            if call.request_id == request_id:  # still waiting for a worker: never run it
+                self.backlog.remove(call)
+                return
         worker = self.running.pop(request_id, None)
         if worker is not None and worker is not gevent.getcurrent():
             log.info("stopped call %s from %s: the caller gave up", request_id,
@@ -184,6 +196,7 @@ class Workers:
         connection = self.connection
         try:
             while updates and not connection.closed:
+                connection.wait_writable()  # their answers count against the mark too
                 call = updates.popleft()
                 self._resume.set()
                 self._run(call)

@@ -119,6 +119,13 @@ class Writer:
             self._drained.clear()
             self._drained.wait()
 
+    def drain(self, timeout: float) -> None:
+        """Write what is queued, waiting up to ``timeout`` s for the writer to finish."""
+        self.flush()
+        greenlet = self._greenlet
+        if greenlet is not None and greenlet is not gevent.getcurrent():
+            greenlet.join(timeout)
+
     def close(self) -> None:
         """Stop writing: the connection is gone."""
         self.closed = True

@@ -382,6 +382,7 @@ def _serve(args: argparse.Namespace) -> int:
     # --graceful-timeout and a second signal can cut it short.
     signals_seen: list[int] = []
     stopped = Event()
+    status = [0]
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
@@ -393,8 +394,13 @@ def _serve(args: argparse.Namespace) -> int:
         signals_seen.append(signum)
         log.info("%s: stopping; running calls have up to %g s to finish", name,
                  args.graceful_timeout)
-        server.stop(timeout=args.graceful_timeout)
-        stopped.set()
+        try:
+            server.stop(timeout=args.graceful_timeout)
+        except Exception:
+            log.exception("stopping the server failed")
+            status[0] = 1
+        finally:
+            stopped.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, on_signal, signum)
@@ -403,7 +409,7 @@ def _serve(args: argparse.Namespace) -> int:
           f"{' (TLS)' if context else ''}", flush=True)
     stopped.wait()
     log.info("stopped")
-    return 0
+    return status[0]
 
 
 # ----------------------------------------------------------------------------- call
@@ -481,6 +487,7 @@ def _call(args: argparse.Namespace) -> int:
     from .client import PBClient
     from .errors import CopiedFailure, InsecureJelly
 
+    _configure_logging(args.log_level)  # the library's own warnings: we report errors ourselves
     host, port = args.address
     where = _show(host, port)
     kwargs = {}
@@ -494,11 +501,19 @@ def _call(args: argparse.Namespace) -> int:
     context = _client_context(args.tls_ca) if args.tls_ca else None
     password = _password(args.user, where) if args.user else None
 
+    # Ctrl-C: KeyboardInterrupt in this greenlet, not in the hub (which would print it).
+    gevent.signal_handler(signal.SIGINT, gevent.kill, gevent.getcurrent(), KeyboardInterrupt)
     deadline = time.monotonic() + args.timeout
     try:
-        client = PBClient(host, port, timeout=args.timeout, ssl_context=context)
+        # call_timeout: a pbgreen server learns the deadline with each call and stops
+        # the method when it passes, even after we are gone.
+        client = PBClient(host, port, timeout=args.timeout, ssl_context=context,
+                          call_timeout=args.timeout)
     except (OSError, TimeoutError) as exc:  # ProtocolError, ssl.SSLError are OSErrors too
-        raise _Fail(_connect_problem(exc, host, port)) from None
+        problem = _connect_problem(exc, host, port)
+        if context is None and isinstance(exc, TimeoutError) and "handshake" in problem:
+            problem += " (if it serves TLS, give --tls-ca)"
+        raise _Fail(problem) from None
     phase = f"logging in as {args.user!r}"
     timer = gevent.Timeout(max(0.0, deadline - time.monotonic()))
     timer.start()
@@ -521,8 +536,8 @@ def _call(args: argparse.Namespace) -> int:
         hint = "" if args.imports or "setUnjellyable" not in str(exc) \
             else " (--import a module that does)"
         raise _Fail(f"{exc}{hint}", status=1) from None
-    except TimeoutError:  # a deadline of PBClient's own
-        raise _Fail(f"{phase} at {where} timed out") from None
+    except TimeoutError:  # pb.CallTimeout: the same deadline, seen by PBClient first
+        raise _Fail(f"{phase} at {where} timed out after {args.timeout:g} s") from None
     except OSError as exc:  # DeadReferenceError, PBConnectionLost, the socket's own
         raise _Fail(_lost(exc, where, phase)) from None
     finally:
@@ -577,7 +592,7 @@ def _parser() -> argparse.ArgumentParser:
                             "(default 10)")
     serve.add_argument("--backlog", type=_count, metavar="N",
                        help="the listen queue of connections not yet accepted (default: "
-                            "PBServer's)")
+                            "PBServer's, 1024)")
     serve.add_argument("--max-connections", type=_count, metavar="N",
                        help="connections served at once (default: PBServer's, 10000)")
     serve.set_defaults(run=_serve)
@@ -606,6 +621,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="import MODULE first, e.g. one that registers copyable classes "
                            "(repeatable)")
     call.add_argument("--tls-ca", metavar="FILE", help="speak TLS, trusting this CA file")
+    call.add_argument("--log-level", type=_log_level, default="ERROR", metavar="LEVEL",
+                      help="DEBUG, INFO, WARNING or ERROR: what pbgreen logs to stderr "
+                           "(default ERROR)")
     call.add_argument("--json", action="store_true", help="print the answer as JSON")
     call.add_argument("--traceback", action="store_true",
                       help="also print the remote traceback of an error")

@@ -41,6 +41,7 @@ from gevent.hub import Waiter
 from . import dispatch
 from ._workers import Workers, hand_over
 from ._writer import HIGH_WATER, Writer
+from ._refs import NotOpen
 from .errors import (ClosedByPeer, ClosedLocally, DeadReferenceError, PBConnectionLost,
                      ProtocolError)
 from ._liveness import CallTimers, IdleTimer, Keepalive
@@ -107,6 +108,10 @@ class CallResult(AsyncResult):
         self._answer: Any = None
         self._error: BaseException | None = None
 
+    def read(self) -> None:
+        """Rebuild the answer now (in this greenlet) instead of at the first ``get()``."""
+        self._outcome()
+
     def _outcome(self) -> None:
         if self._read:
             return
@@ -169,39 +174,29 @@ class CallResult(AsyncResult):
 class _Wait:
     """The token of a blocking call: the reader hands the reply to the waiting greenlet."""
 
-    __slots__ = ("waiter", "run_callback")
+    __slots__ = ("waiter", "run_callback", "connection")
 
-    def __init__(self, run_callback: Callable[..., Any]) -> None:
+    def __init__(self, connection: "Connection") -> None:
         self.waiter = Waiter()
-        self.run_callback = run_callback
+        self.connection = connection
+        self.run_callback = connection._hub.loop.run_callback
 
     def deliver(self, reply: Reply, direct: bool) -> bool:
-        return hand_over(self.waiter, reply, self.run_callback, direct)
+        if direct and self.waiter.greenlet is not None:
+            return hand_over(self.waiter, reply, self.run_callback, direct)
+        self.run_callback(self._switch_or_discard, reply)
+        return False
+
+    def _switch_or_discard(self, reply: Reply) -> None:
+        # Queued on the hub: the caller may have been killed meanwhile, and
+        # then nobody would read the reply: give back what it holds.
+        if self.waiter.greenlet is None:
+            self.connection._discard(reply)
+        else:
+            self.waiter.switch(reply)
 
     def set_exception(self, exc: BaseException) -> None:
         self.run_callback(self.waiter.throw, exc)
-
-
-class _Observed:
-    """The token of a cache update: nobody waits; a failure is logged."""
-
-    __slots__ = ("connection",)
-
-    def __init__(self, connection: "Connection") -> None:
-        self.connection = connection
-
-    def deliver(self, reply: Reply, direct: bool) -> bool:
-        connection = self.connection
-        if not reply.ok:
-            failure = connection._outcome_of(reply, None)
-            log.warning("a cache holder's observe_ method failed (%s): %r", connection.peer,
-                        failure)
-        else:
-            connection._discard(reply)
-        return False
-
-    def set_exception(self, exc: BaseException) -> None:
-        pass
 
 
 class Connection:
@@ -238,6 +233,7 @@ class Connection:
                                unsafe_tracebacks=unsafe_tracebacks, invoker=self,
                                **decoder_options)
         self.protocol.peer = peer
+        self.protocol.reader_write_limit = DROP_FACTOR * high_water
         self.ready = Event()
         self.closed = False
         self.close_reason: Any = None
@@ -246,7 +242,6 @@ class Connection:
         self._notify: list[tuple[RemoteReference, Callable[[RemoteReference], Any]]] = []
         self._reader: gevent.Greenlet | None = None
         self._hub = gevent.get_hub()
-        self._observed = _Observed(self)
         self.workers = Workers(self, max_calls)
         self.writer = Writer(sock, self.protocol, high_water, self._lost, self.workers.wake)
         self._wake = self._hub.loop.async_()
@@ -256,8 +251,8 @@ class Connection:
         loop = self._hub.loop
         self.call_timers = (None if call_timeout is None
                             else CallTimers(loop, call_timeout, self._call_expired))
-        self.keepalive = (None if keepalive is None
-                          else Keepalive(loop, keepalive, self._probe, self._lost))
+        self._keepalive_seconds = keepalive
+        self.keepalive: Keepalive | None = None  # started once the handshake is done
         self.idle_timer = (None if idle_timeout is None
                            else IdleTimer(loop, idle_timeout, self._idle, self._lost))
         _live.add(self)
@@ -293,13 +288,12 @@ class Connection:
         With ``handshake_timeout``, a peer that has not finished the PB
         handshake by then is disconnected.
         """
-        cause: BaseException = ClosedByPeer(f"{self.peer} closed the connection")
+        cause: BaseException | None = None
         protocol = self.protocol
         recv = self.sock.recv
         loop = self._hub.loop
         workers = self.workers
         tables = protocol.tables
-        keepalive = self.keepalive
         timers = self.call_timers
         idle_timer = self.idle_timer
         watchdog = None
@@ -316,11 +310,16 @@ class Connection:
                 data = recv(RECV_SIZE)
                 if not data:
                     protocol.receive_eof()
+                    cause = ClosedByPeer(f"{self.peer} closed the connection")
                     break
-                if keepalive is not None:
-                    keepalive.last_heard = loop.now()
+                if self.keepalive is not None:
+                    self.keepalive.last_heard = loop.now()
                 direct = True
+                queued_before = protocol.buffered
                 events = protocol.receive_data(data)
+                # Bytes the broker wrote itself (errors, pongs, releases), before
+                # any event ran: a peer can make us write these without reading.
+                wrote = protocol.buffered > queued_before
                 if idle_timer is not None and events:
                     idle_timer.last_active = loop.now()
                 for event in events:
@@ -332,11 +331,20 @@ class Connection:
                             self._discard(event)
                         else:
                             direct = token.deliver(event, direct) and direct
+                            if event.announced and type(token) is CallResult:
+                                # Build its cache copies now, in arrival order, not
+                                # at get(): updates and re-sends of them may follow.
+                                gevent.spawn(token.read)
+                                direct = False
                     else:
                         direct = self._route(event, direct)
                 event = events = token = None  # nothing of the last event stays alive
                 self.flush()
+                if wrote and self.buffered > self.high_water:
+                    # A peer that makes us write and does not read: stop reading it.
+                    self.writer.wait_writable()
                 if tables.close_reason:
+                    self.writer.drain(2.0)  # the goodbye still reaches the peer
                     cause = ClosedLocally(tables.close_reason)
                     log.warning("closing connection to %s: %s", self.peer, tables.close_reason)
                     break
@@ -346,13 +354,15 @@ class Connection:
                     gevent.idle()
         except ProtocolError as exc:
             cause = exc
-            log.warning("closing connection to %s: protocol error: %s", self.peer, exc)
+            (log.info if "server at capacity" in str(exc) else log.warning)(
+                "closing connection to %s: protocol error: %s", self.peer, exc)
         except OSError as exc:
             cause = exc
         finally:
             if watchdog is not None:
                 watchdog.kill(block=False)
-            self._lost(cause)
+            self._lost(cause if cause is not None
+                       else ClosedLocally("the reader stopped on an internal error"))
 
     def _route(self, event: Any, direct: bool) -> bool:
         """Deliver one event other than a reply; whether the next may go direct."""
@@ -361,6 +371,9 @@ class Connection:
             return self.workers.start(event, direct)
         if kind is Ready:
             self.ready.set()
+            if self._keepalive_seconds is not None and not self.closed:
+                self.keepalive = Keepalive(self._hub.loop, self._keepalive_seconds, self._probe,
+                                           self._lost)
         elif kind is Cancelled:
             self.workers.cancel(event.request_id)
         elif kind is Released or kind is StoppedObserving:
@@ -378,7 +391,13 @@ class Connection:
             self._lost(ClosedLocally(f"no PB handshake within {seconds} s"))
 
     def close(self, reason: str = "closed locally") -> None:
-        """Close the connection; calls waiting for answers get ``PBConnectionLost``."""
+        """Close the connection; calls waiting for answers get ``PBConnectionLost``.
+
+        What is already queued for the peer is written first (for up to 2 s),
+        as Twisted's ``loseConnection`` does.
+        """
+        if not self.closed:
+            self.writer.drain(2.0)
         self._lost(ClosedLocally(reason))
         reader = self._reader
         if reader is not None and reader is not gevent.getcurrent():
@@ -453,9 +472,12 @@ class Connection:
         if self.closed:
             raise self._dead(name)
         timers = self.call_timers if token is not None else None
-        request_id = dispatch.send_call(self.protocol, ref.luid, name, args, kwargs,
-                                        ref.perspective, token is not None,
-                                        deadline=None if timers is None else timers.seconds)
+        try:
+            request_id = dispatch.send_call(self.protocol, ref.luid, name, args, kwargs,
+                                            ref.perspective, token is not None,
+                                            deadline=None if timers is None else timers.seconds)
+        except NotOpen:  # it closed while the arguments were prepared (user code yielded)
+            raise self._dead(name)  # its __cause__ says why the connection went
         if token is not None:
             self._waiting[request_id] = token
             if timers is not None:
@@ -490,7 +512,7 @@ class Connection:
     def call(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> Any:
         """Send a call and block this greenlet until its answer (see ``callRemote``)."""
-        token = _Wait(self._hub.loop.run_callback)
+        token = _Wait(self)
         request_id = self._send(ref, name, args, kwargs, token)
         if request_id is None:
             return None
@@ -539,12 +561,14 @@ class Connection:
         if self.closed or not observer.active:
             return
         try:
-            request_id = dispatch.send_call(self.protocol, observer.cache_id, name, args, kwargs,
-                                            observer.perspective, True, cache=True)
+            # No answer asked for: nothing to keep per update, whatever the holder does.
+            dispatch.send_call(self.protocol, observer.cache_id, name, args, kwargs,
+                               observer.perspective, False, cache=True)
+        except NotOpen:
+            return
         except Exception:
             log.warning("could not send cache update %r to %s", name, self.peer, exc_info=True)
             return
-        self._waiting[request_id] = self._observed
         if self.buffered > self.high_water * DROP_FACTOR:
             log.warning("dropping cache holder %s: more than %d bytes of updates wait for it",
                         self.peer, self.high_water * DROP_FACTOR)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from . import plaincodec
 from ._failure import failure_from
-from ._refs import SendContext, Stale
+from ._refs import NotOpen, NotYet, SendContext, Stale
 from .banana import VOCAB_CODES, EncodeError, encode
 from .errors import Error, InsecureJelly, LoginFailed, RefLimitError
 from .events import IncomingCall, Released, Reply, StoppedObserving
@@ -35,6 +35,7 @@ __all__ = ["prepare", "send_call", "read_reply", "unjelly", "run_call", "report"
 log = logging.getLogger("pbgreen")
 
 _ATTEMPTS = 3  # a value prepared again because a cache it named went stale meanwhile
+_NOT_YET_PATIENCE = 30.0  # seconds to wait for another send's first copy of a cache
 
 
 def prepare(broker: Broker, values: tuple[Any, ...], perspective: Any) -> Outgoing:
@@ -81,7 +82,7 @@ def _queue(broker: Broker, values: tuple[Any, ...], perspective: Any,
         outgoing = prepare(broker, values, perspective)
         sent = False
         try:
-            result = send(outgoing)
+            result = _send_when_ready(broker, send, outgoing)
             sent = True
             return result
         except Stale:
@@ -90,6 +91,19 @@ def _queue(broker: Broker, values: tuple[Any, ...], perspective: Any,
             if not sent:
                 _give_up(outgoing.context, broker)
     raise InsecureJelly("the value names caches the peer keeps letting go of; send it again")
+
+
+def _send_when_ready(broker: Broker, send: Callable[[Outgoing], Any], outgoing: Outgoing) -> Any:
+    """``send(outgoing)``, waiting while a first copy it refers to is still being made."""
+    waited = 0.0
+    while True:
+        try:
+            return send(outgoing)
+        except NotYet:
+            if waited > _NOT_YET_PATIENCE:
+                raise Stale("a first copy it refers to was never sent") from None
+            broker.invoker.sleep(0.001)  # the driver's clock: the other send finishes meanwhile
+            waited += 0.001
 
 
 def send_call(broker: Broker, object_id: Any, method: str, args: tuple[Any, ...],
@@ -112,15 +126,19 @@ def unjelly(broker: Broker, sexp: Any, perspective: Any) -> Any:
     if type(sexp) is plaincodec.Built:  # plain data the decoder already rebuilt
         return sexp.value
     unjellier = Unjellier(broker.tables, perspective, broker.security)
+    built = False
     try:
-        return unjellier.unjellyFull(sexp)
+        value = unjellier.unjellyFull(sexp)
+        built = True
+        return value
     except (InsecureJelly, RefLimitError):
-        broker.tables.release_unread(sexp, unjellier.claimed)
         raise
     except Exception as exc:
-        broker.tables.release_unread(sexp, unjellier.claimed)
         raise InsecureJelly(f"could not rebuild a value from the peer: "
                             f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if not built:  # refused, or interrupted (a timeout in setCopyableState)
+            broker.tables.release_unread(sexp, unjellier.claimed)
 
 
 def read_reply(broker: Broker, reply: Reply, perspective: Any) -> Any:
@@ -153,9 +171,16 @@ def run_call(broker: Broker, call: IncomingCall, deadline: float | None = None) 
     ``deadline`` (``time.monotonic()`` seconds) is what ``time_left`` reports.
     """
     perspective = None
+    target = call.target
+    if target is None:  # an update for a copy that came in a reply read since
+        target = broker.tables.held.get(call.object_id)
+        if target is None:
+            if call.answer:
+                broker.send_error(call.request_id, Error("Invalid Object ID"))
+            return
     reset = _deadline.set(deadline) if deadline is not None else None
     try:
-        method, perspective = call.target.remoteMethod(call.method)
+        method, perspective = target.remoteMethod(call.method)
         try:
             args = unjelly(broker, call.args, perspective)
             kwargs = unjelly(broker, call.kwargs, perspective)
@@ -175,6 +200,8 @@ def run_call(broker: Broker, call: IncomingCall, deadline: float | None = None) 
         if call.answer:
             _queue(broker, (result,), perspective,
                    lambda values: broker.send_answer(call.request_id, values))
+    except NotOpen:
+        log.debug("no answer for %s: the connection to %s is gone", call.method, broker.peer)
     except Exception as exc:
         report(broker, call, exc)
     finally:

@@ -39,6 +39,9 @@ class IncomingCall:
     update: bool = False
     #: Seconds the caller will wait for the answer (``pbgreen`` peers only).
     deadline: float | None = None
+    #: For an update to a cache whose first copy is in a reply not read yet:
+    #: ``target`` is ``None`` and this id is looked up when the update runs.
+    object_id: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,8 @@ class Reply:
     ok: bool
     sexp: Any
     pins: tuple[tuple[bytes, Any], ...] = ()
+    #: First copies of the peer's caches in this reply (their updates may follow it).
+    announced: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import Counter
 from typing import Any, Callable
 
 from . import plaincodec
 from ._failure import failure_sexp
-from ._refs import MAX_BROKER_REFS, RefTables, SendContext
+from ._refs import MAX_BROKER_REFS, NotOpen, RefTables, SendContext
 from .banana import (DIALECTS, NO_VOCAB, VOCAB_CODES, VOCAB_DIALECTS, Decoder, choose_dialect,
                      encode, encode_int)
 from .errors import Error, ProtocolError
@@ -102,6 +103,8 @@ class Broker:
         self.vocab: dict[bytes, bytes] = NO_VOCAB
         #: Whether the peer speaks the ``pbgreen`` dialect (deadlines, cancel, ping).
         self.extended = False
+        #: Bytes queued past which a peer that makes the reader write is dropped.
+        self.reader_write_limit: int | None = None
         self.tables = RefTables(invoker, self.security)
         #: Request ids we sent and still wait for an answer to.
         self.pending: set[int] = set()
@@ -215,6 +218,8 @@ class Broker:
 
     def _queue(self, head: list[Any], values: Outgoing) -> None:
         """Commit ``values``' registrations and queue the message, in one step."""
+        if self.state is not State.OPEN:
+            raise NotOpen(f"the connection is {self.state.value}")
         if values.context is not None:
             self.tables.commit(values.context)  # raises Stale, nothing applied
         if self.tables.releases:  # releases issued before this message go out before it
@@ -229,7 +234,8 @@ class Broker:
 
         ``values`` holds the jellied ``(args, kwargs)``. With ``answer`` the id
         waits in ``pending`` until the reply comes. ``cache`` sends a
-        ``cachemessage`` (an update to a cache the peer holds). ``deadline``
+        ``cachemessage`` (an update to a cache the peer holds). Raises
+        ``_refs.NotOpen`` (nothing queued) once the connection is closed. ``deadline``
         (seconds the caller will wait) travels with the call when the peer
         speaks ``pbgreen``, so it can stop the method when the caller gave up.
         Raises
@@ -251,14 +257,25 @@ class Broker:
         return request_id
 
     def send_answer(self, request_id: int, values: Outgoing) -> None:
-        """Queue the answer to the peer's request ``request_id``."""
-        if self.state is State.OPEN:
-            self._queue([b"answer", request_id], values)
+        """Queue the answer to the peer's request ``request_id`` (``NotOpen`` once closed)."""
+        self._queue([b"answer", request_id], values)
 
     def send_error(self, request_id: int, exc: BaseException) -> None:
         """Queue an ``error`` for ``request_id``, as a Twisted ``CopyableFailure``."""
         if self.state is State.OPEN:
             self._write([b"error", request_id, failure_sexp(exc, self.unsafe_tracebacks)])
+
+    def _check_reader_output(self) -> None:
+        """Before the reader itself queues an error answer: refuse a peer that does not read.
+
+        A peer can make us write error answers (calls to objects that do not
+        exist) as fast as it sends; past ``reader_write_limit`` bytes queued it
+        is disconnected rather than buffered without bound.
+        """
+        limit = self.reader_write_limit
+        if limit is not None and len(self._out) > limit:
+            raise ProtocolError(f"the peer makes us queue more than {limit} bytes of answers "
+                                "to calls that cannot run, and does not read them")
 
     def send_cancel(self, request_id: int) -> None:
         """Tell a ``pbgreen`` peer we stopped waiting for ``request_id`` (it stops the method)."""
@@ -293,6 +310,9 @@ class Broker:
 
     def done_with(self, reply: Reply) -> list[Released | StoppedObserving]:
         """``reply`` was read (or never will be): unpin what it named; the events now owed."""
+        if reply.announced:
+            self.tables.announced.subtract(reply.announced)
+            self.tables.announced += Counter()  # drop the zeros
         if not reply.pins:
             return []
         callbacks, stopped = self.tables.unpin(reply.pins)
@@ -371,11 +391,15 @@ def _read_message(broker: Broker, expr: list[Any], events: list[Any]) -> None:
         raise ProtocolError(f"malformed {expr[0].decode()}: {expr!r:.120}")
     update = expr[0] == b"cachemessage"
     tables = broker.tables
+    late = None
     if update:
         target = tables.held.get(object_id) if type(object_id) in (int, bytes) else None
+        if target is None and type(object_id) is int and object_id in tables.announced:
+            late = object_id  # its first copy is in a reply the caller has not read yet
     else:
         target = tables.local(object_id)
-    if target is None:
+    if target is None and late is None:
+        broker._check_reader_output()
         if answer:
             broker.send_error(request_id, Error("Invalid Object ID"))
         return
@@ -386,7 +410,7 @@ def _read_message(broker: Broker, expr: list[Any], events: list[Any]) -> None:
             broker.send_error(request_id, Error("method name is not UTF-8"))
         return
     events.append(IncomingCall(request_id, target, method, bool(answer), args, kwargs, update,
-                               deadline))
+                               deadline, late))
 
 
 def _read_reply(broker: Broker, expr: list[Any], events: list[Any]) -> None:
@@ -404,10 +428,13 @@ def _read_reply(broker: Broker, expr: list[Any], events: list[Any]) -> None:
     broker.pending.discard(request_id)
     ok = expr[0] == b"answer"
     pins: tuple[Any, ...] = ()
+    announced: tuple[Any, ...] = ()
     if ok and type(sexp) is not plaincodec.Built:
-        pins = tuple(_pins_named(sexp))
+        found, copies = _pins_named(sexp)
+        pins, announced = tuple(found), tuple(copies)
         broker.tables.pin(pins)
-    events.append(Reply(request_id, ok, sexp, pins))
+        broker.tables.announced.update(announced)
+    events.append(Reply(request_id, ok, sexp, pins, announced))
 
 
 def _read_decref(broker: Broker, expr: list[Any], events: list[Any]) -> None:
@@ -447,6 +474,7 @@ def _read_cancel(broker: Broker, expr: list[Any], events: list[Any]) -> None:
 
 def _read_ping(broker: Broker, expr: list[Any], events: list[Any]) -> None:
     _fields(expr, 1)
+    broker._check_reader_output()
     broker._write([b"pong"])
 
 
@@ -479,9 +507,11 @@ _EXTENDED_READERS: dict[bytes, Callable[[Broker, list[Any], list[Any]], None]] =
 }
 
 
-def _pins_named(sexp: Any) -> list[tuple[bytes, Any]]:
-    """Our own objects and caches a value sends back (``['local', id]``, ``['lcache', id]``)."""
+def _pins_named(sexp: Any) -> tuple[list[tuple[bytes, Any]], list[Any]]:
+    """Our objects and caches a value sends back (``['local', id]``, ``['lcache', id]``),
+    and the ids of the first copies of the peer's caches in it (``[tag, id, state]``)."""
     found = []
+    copies = []
     stack = [sexp]
     while stack:
         node = stack.pop()
@@ -490,6 +520,9 @@ def _pins_named(sexp: Any) -> list[tuple[bytes, Any]]:
             if (tag == b"local" or tag == b"lcache") and len(node) == 2 \
                     and type(node[1]) in (int, bytes):
                 found.append((tag, node[1]))
+            elif type(tag) is bytes and b"." in tag and len(node) == 3 and type(node[1]) is int:
+                copies.append(node[1])
+                stack.append(node[2])
             else:
                 stack.extend(node)
-    return found
+    return found, copies

@@ -71,6 +71,10 @@ class PBServer:
                             "pb.Referenceable) or a pb.Portal")
         self.root = root
         self._stopping = False
+        self._draining = False
+        self._hurry = False
+        self._stopper: Any = None
+        self._active = 0  # connections being served, TLS handshakes included
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
         self.max_calls = max_calls
@@ -139,8 +143,13 @@ class PBServer:
         is not killed), and ``serve_forever`` returns.
         """
         if self._stopping:
+            if timeout is None and self._draining:
+                self._hurry = True  # an immediate stop cuts a graceful one short
+                if gevent.getcurrent() is not self._stopper:
+                    self._stopped.wait()
             return
         self._stopping = True
+        self._stopper = gevent.getcurrent()
         self._server.close()  # no new connections from here on
         if timeout is not None:
             self._drain(timeout)
@@ -158,7 +167,8 @@ class PBServer:
         for connection in connections:
             connection.workers.refuse("the server is shutting down; try another or later")
         current = gevent.getcurrent()
-        while time.monotonic() < deadline and any(
+        self._draining = True
+        while not self._hurry and time.monotonic() < deadline and any(
                 connection.workers.busy(besides=current) or connection.buffered
                 for connection in connections if connection.connected):
             gevent.sleep(0.02)
@@ -171,20 +181,31 @@ class PBServer:
         self.stop()
 
     def _handle(self, sock: Any, address: Any) -> None:
-        if len(self.connections) >= self.max_connections:
-            log.warning("refusing connection from %s: server at capacity (%d connections, "
-                        "max_connections)", address, len(self.connections))
-            try:
-                sock.sendall(encode(AT_CAPACITY, vocab=False))
-            except OSError:
-                pass
-            sock.close()
-            return
-        set_nodelay(sock)
-        if self.ssl_context is not None:
-            sock = self._tls_handshake(sock, address)
-            if sock is None:
+        at_capacity = self._active >= self.max_connections
+        self._active += 1
+        try:
+            set_nodelay(sock)
+            if self.ssl_context is not None:  # a TLS client must hear it over TLS
+                sock = self._tls_handshake(sock, address)
+                if sock is None:
+                    return
+            if at_capacity:
+                self._refuse(sock, address)
                 return
+            self._serve(sock, address)
+        finally:
+            self._active -= 1
+
+    def _refuse(self, sock: Any, address: Any) -> None:
+        log.warning("refusing connection from %s: server at capacity (%d connections, "
+                    "max_connections)", address, self._active - 1)
+        try:
+            sock.sendall(encode(AT_CAPACITY, vocab=False))
+        except OSError:
+            pass
+        sock.close()
+
+    def _serve(self, sock: Any, address: Any) -> None:
         connection = Connection(sock, is_client=False, security=self.security,
                                 unsafe_tracebacks=self.unsafeTracebacks,
                                 max_calls=self.max_calls, peer=address,
