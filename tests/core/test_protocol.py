@@ -352,3 +352,58 @@ def test_caches_held_from_one_peer_are_bounded(count, refused):
     else:
         held = dispatch.read_reply(client, reply, None)
         assert len(held) == count and all(isinstance(c, HeldCopy) for c in held)
+
+
+class Counted(flavors.Cacheable):
+    def __init__(self):
+        self.observers = []
+
+    def getTypeToCopyFor(self, perspective):
+        return "limits.Shared"
+
+    def getStateToCacheAndObserveFor(self, perspective, observer):
+        self.observers.append(observer)
+        return {}
+
+    def stoppedObserving(self, perspective, observer):
+        self.observers.remove(observer)
+
+
+def test_a_value_naming_a_cache_released_meanwhile_is_prepared_again():
+    from pbgreen._refs import Stale
+    from pbgreen.jelly import SecurityOptions
+
+    shared = Counted()
+
+    class Owner(flavors.Root):
+        def remote_get(self):
+            return shared
+
+    security = SecurityOptions()
+    security.setUnjellyableForClass("limits.Shared", HeldCopy)
+    pair = Pair(Owner())
+    pair.client.security = pair.client.tables.security = security
+    copy = pair.call(b"root", "get")
+    assert isinstance(copy, HeldCopy) and len(shared.observers) == 1
+    prepared = dispatch.prepare(pair.server, (shared,), None)  # refers to it: ['cached', id]
+    assert prepared.body == banana.encode([b"cached", 1])  # vocabulary word 'cached', id 1
+    del copy
+    gc.collect()
+    pair.pump()  # the holder let go: the owner's table forgets the cache
+    with pytest.raises(Stale):
+        pair.server.tables.commit(prepared.context)
+    again = dispatch.prepare(pair.server, (shared,), None)  # a fresh first copy
+    assert b"limits.Shared" in again.body
+
+
+def test_an_object_sent_back_stays_until_its_answer_is_read():
+    pair = Pair()
+    mine = Child()
+    request = pair.send(b"root", "returnIt", mine)
+    pair.pump()  # the answer ['local', n] and the callee's decref arrive together
+    (luid,) = [luid for luid, entry in pair.client.tables.locals.items()
+               if entry.object is mine]
+    assert pair.client.tables.locals[luid].refcount == 0  # released by the peer...
+    reply = pair.replies.pop(request)
+    assert dispatch.read_reply(pair.client, reply, None) is mine  # ...but pinned until read
+    assert luid not in pair.client.tables.locals

@@ -357,3 +357,24 @@ def test_a_call_still_running_when_its_client_leaves_finishes(pb_server, pb_clie
     wait_until(lambda: not server_sides[0].connected, message="the server never noticed")
     proceed.set()  # the call goes on only once its connection is gone
     assert done.wait(5)
+
+
+def test_calls_and_answers_start_in_arrival_order(pb_server, pb_client):
+    """The reader hands calls (and answers) straight to a waiting greenlet when
+    nothing is queued ahead, and queues them otherwise: either way they start
+    in the order they arrived, within one read and across reads."""
+    started = []
+
+    class Ordered(pb.Root):
+        def remote_note(self, n):
+            started.append(n)
+            if n % 7 == 0:
+                gevent.sleep(0)  # some yield, so later ones find workers busy
+            return n
+
+    root = pb_client(pb_server(Ordered())).getRootObject()
+    for rounds in range(3):
+        del started[:]
+        results = [root.callRemoteAsync("note", n) for n in range(200)]
+        assert [r.get(timeout=10) for r in results] == list(range(200))
+        assert started == list(range(200))
