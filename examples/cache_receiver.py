@@ -7,6 +7,11 @@ takePond receives a SlaveDuckPond (registered in cache_classes.py) that the
 sender keeps up to date through its observe_* methods. ignorePond drops the
 only reference to it; when the copy is gone, the sender is told and its
 stoppedObserving runs. shutdown stops the server, and the script exits.
+
+The updates (observe_* calls) arrive while this script waits in
+serve_forever(), which waits cooperatively, as gevent.sleep(seconds) does;
+a script that waited in time.sleep() would receive nothing until it
+returned (see docs/service.md, "Waiting in plain scripts").
 """
 import sys
 

@@ -1,25 +1,35 @@
 #!/usr/bin/env python3
 """A chat room behind a login, client side: log in with a mind, talk, listen.
 
-Usage: chat_client.py HOST PORT USER PASSWORD [--wait-for NAME] [MESSAGE ...]
+Usage: chat_client.py HOST PORT USER PASSWORD [--wait-for NAME] [--listen SECONDS]
+                      [MESSAGE ...]
 
 Logs in to chat_server.py as USER, handing the server a *mind* (a
 pb.Referenceable whose remote_receive the room calls for every message),
 says each MESSAGE, prints everything it hears, and leaves once it has heard
 its own messages and, for each --wait-for NAME, at least one message from
 NAME. With --wait-for it also waits for NAME to be in the room before
-saying anything, so two clients started together hear each other. Gives up
+saying anything, so two clients started together hear each other. With
+--listen SECONDS it then stays in the room that long, printing what it
+hears, before it leaves. Gives up
 after --deadline seconds (default 20) and exits 1; a refused login or an
 unreachable server also exits 1, with the reason on stderr.
 
 The server calls the mind while this script is blocked in its own
 avatar.callRemote("say", ...): each incoming call runs in a greenlet of
 its own, so nothing here waits on anything but the answers it wants.
+
+How a plain script waits. Messages (calls to the mind) arrive only while
+this script waits cooperatively: in a callRemote, an Event.wait (as
+wait_until does, to wait for something in particular), or gevent.sleep
+(to wait for a time, as --listen does). time.sleep would block the whole
+process: no message would arrive until it returned.
 """
 import argparse
 import sys
 import time
 
+import gevent
 import gevent.event
 
 import pbgreen as pb
@@ -69,6 +79,8 @@ def parse(argv):
                         help="wait for NAME to join before talking, and for a message "
                              "from NAME before leaving")
     parser.add_argument("--deadline", type=float, default=20.0, metavar="SECONDS")
+    parser.add_argument("--listen", type=float, default=0.0, metavar="SECONDS",
+                        help="then stay in the room this long, printing what is said")
     return parser.parse_intermixed_args(argv)
 
 
@@ -111,6 +123,11 @@ def main(argv=None):
             print(f"gave up: did not hear everything expected within {args.deadline} s",
                   file=sys.stderr)
             return 1
+
+        if args.listen > 0:
+            # gevent.sleep, not time.sleep: the room's calls to the listener
+            # keep arriving (and are printed) while this script waits.
+            gevent.sleep(args.listen)
     return 0
 
 

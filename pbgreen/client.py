@@ -132,7 +132,7 @@ class PBClient:
         self.connection = connection
         self._root = RemoteReference(connection, b"root")
         if self.reconnect:
-            connection.protocol.on_lost(self._lost)
+            connection.lost_hooks.append(self._lost)
         self._connected.set()
 
     def _retry_until(self, deadline: float | None, first: bool = False) -> Connection:

@@ -239,6 +239,9 @@ class Connection:
         self.close_reason: Any = None
         self._cause: BaseException | None = None
         self._waiting: dict[int, Any] = {}  # request id -> token of whoever waits
+        #: Called at once, in the greenlet that notices the loss, before any
+        #: waiting call wakes (library code only: it must not block or raise).
+        self.lost_hooks: list[Callable[[], Any]] = []
         self._notify: list[tuple[RemoteReference, Callable[[RemoteReference], Any]]] = []
         self._reader: gevent.Greenlet | None = None
         self._hub = gevent.get_hub()
@@ -414,6 +417,8 @@ class Connection:
         self.close_reason = cause
         self._cause = cause
         _live.discard(self)
+        for hook in self.lost_hooks:  # before any waiter wakes (the client's reconnection)
+            hook()
         self.ready.set()
         self.protocol.tables.on_release_queued = None  # no more pokes at a closing watcher
         if self.keepalive is not None:

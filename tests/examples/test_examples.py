@@ -423,3 +423,19 @@ def test_demo_runs_every_pair_and_cleans_up(examples_dir):
     assert "Peer Will Receive PB Traceback" in result.stdout
     if Path("/proc/self/environ").exists():
         assert _processes_with(marker.encode()) == []
+
+
+def test_chat_client_hears_messages_while_it_waits_in_gevent_sleep(start_server, run_client,
+                                                                   examples_dir):
+    """--listen waits with gevent.sleep: calls to the mind keep arriving."""
+    server = start_server("chat_server.py")
+    with Child([sys.executable, str(examples_dir / "chat_client.py"), "127.0.0.1",
+                str(server.port), "alice", "wonderland", "--listen", "60"],
+               stdin=subprocess.DEVNULL, cwd=examples_dir) as alice:
+        assert alice.wait_for_text("logged in as alice", timeout=30), alice.describe()
+        # alice now sits in gevent.sleep(60); bob's "say" returns once every
+        # member (alice included) has the message.
+        bob = run_client("chat_client.py", server.port, "bob", "builder", "anyone there?")
+        assert bob.returncode == 0, bob
+        assert alice.wait_for_text("<bob> anyone there?", timeout=10), alice.describe()
+        assert alice.returncode is None  # still listening: it got it during the sleep
