@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
+import ssl
+import subprocess
 import time
 import tracemalloc
 from typing import Any, Callable, Iterator
@@ -102,3 +105,36 @@ def pbgreen_memory() -> Iterator[Callable[[], int]]:
     yield measure
     if started:
         tracemalloc.stop()
+
+
+# --- TLS: one self-signed certificate for localhost and 127.0.0.1 per test run
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """``(cert, key)`` paths, made with the openssl command (skips without it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.fixture
+def server_context(certificate):
+    """A server ``ssl.SSLContext`` with the test certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+@pytest.fixture
+def client_context(certificate):
+    """A client ``ssl.SSLContext`` that trusts the test certificate."""
+    context = ssl.create_default_context()
+    context.load_verify_locations(certificate[0])
+    return context

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import ssl
-import subprocess
 import time
 
 import gevent
@@ -447,18 +446,6 @@ def test_a_refused_answer_holding_a_new_cacheable_leaves_the_connection_usable(p
 
 
 # ----------------------------------------------------------------------------- r9
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """As in test_tls.py: a self-signed certificate for localhost and 127.0.0.1."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
 
 
 class Notes(pb.Root):

@@ -19,14 +19,11 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
-import re
 import shutil
 import signal
 import ssl
 import subprocess
 import sys
-import textwrap
 import time
 
 import gevent
@@ -221,19 +218,6 @@ def test_a_burst_from_zero_serves_exactly_max_connections(pb_server, root):
 
 
 # TLS: the capacity check and the refusal must hold for TLS servers too.
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl command to make a certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
 
 
 @pytest.fixture

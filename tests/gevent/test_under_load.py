@@ -25,7 +25,6 @@ import gc
 import json
 import logging
 import os
-import ssl
 import statistics
 import subprocess
 import sys
@@ -204,31 +203,6 @@ def server_process():
     yield start
     for server in started:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
-
-
-@pytest.fixture
-def server_context(certificate):
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    return context
-
-
-@pytest.fixture
-def client_context(certificate):
-    context = ssl.create_default_context()
-    context.load_verify_locations(certificate[0])
-    return context
 
 
 class Echo(pb.Root):
