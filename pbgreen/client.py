@@ -146,8 +146,12 @@ class PBClient:
             except OSError as exc:  # refused, reset, timed out, at capacity (all OSErrors)
                 delay = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** attempt) * random.uniform(0.5, 1)
                 attempt += 1
-                if self._closed or (deadline is not None and time.monotonic() + delay > deadline):
+                if self._closed:
                     raise
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    delay = deadline - time.monotonic()  # one last attempt at the deadline
+                    if delay <= 0.01:
+                        raise
                 log.info("%s %s:%s failed (%s); trying again in %.2f s",
                          "connecting to" if first else "reconnecting to", *self.address, exc,
                          delay)

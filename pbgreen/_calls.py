@@ -1,0 +1,262 @@
+"""Calls out over one connection: sending, waiting, abandoning, cache updates.
+
+How it works. ``CallsOut`` is the half of ``Connection`` that callers use.
+A call is jellied and queued in the broker in one step (``dispatch``), and
+the caller's token waits under its request id in ``_waiting``: a ``_Wait``
+(a ``gevent.hub.Waiter``) for ``callRemote``, a ``CallResult`` (a gevent
+``AsyncResult``) for ``callRemoteAsync``. The reader hands each reply to its
+token; a caller that stops waiting (a timeout, a kill, ``call_timeout``)
+abandons its id, so the late answer is dropped, its references are given
+back, and a pbgreen peer is told to stop the method.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gevent
+from gevent.event import AsyncResult
+from gevent.hub import Waiter
+
+from . import dispatch
+from ._refs import NotOpen
+from ._workers import hand_over
+from .errors import ClosedLocally, DeadReferenceError
+from .events import Reply
+from .reference import RemoteReference
+
+__all__ = ["CallsOut", "CallResult"]
+
+log = logging.getLogger("pbgreen.connection")
+
+DROP_FACTOR = 4  # a cache holder this many high-water marks behind is dropped
+
+
+class CallResult(AsyncResult):
+    """What ``callRemoteAsync`` returns: a gevent ``AsyncResult`` for the answer.
+
+    ``get(timeout=None)`` returns the answer or raises exactly as
+    ``callRemote`` would (``gevent.Timeout`` if ``timeout`` passes first);
+    ``ready()``, ``successful()``, ``value``, ``exception``, ``wait()`` and
+    ``rawlink()`` work as on any ``AsyncResult``, so ``gevent.wait`` and
+    ``gevent.joinall`` accept it. The answer is rebuilt in the greenlet that
+    first asks for it. An answer nobody reads gives its references back when
+    this object is garbage.
+    """
+
+    def __init__(self, connection: "Any", perspective: Any) -> None:
+        super().__init__()
+        self._connection = connection
+        self._perspective = perspective
+        self._read = False
+        self._answer: Any = None
+        self._error: BaseException | None = None
+
+    def read(self) -> None:
+        """Rebuild the answer now (in this greenlet) instead of at the first ``get()``."""
+        self._outcome()
+
+    def _outcome(self) -> None:
+        if self._read:
+            return
+        self._read = True
+        reply = super().value
+        if reply is None:  # pbanswer=False
+            return
+        try:
+            self._answer = self._connection._outcome(reply, self._perspective)
+        except Exception as exc:
+            self._error = exc
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """The answer, or the remote error raised (see ``callRemote``)."""
+        super().get(block, timeout)  # raises PBConnectionLost, gevent.Timeout
+        self._outcome()
+        if self._error is not None:
+            raise self._error
+        return self._answer
+
+    def get_nowait(self) -> Any:
+        """``get(block=False)``."""
+        return self.get(block=False)
+
+    @property
+    def value(self) -> Any:
+        """The answer once it arrived without error, else ``None``."""
+        if not self.ready() or super().exception is not None:
+            return None
+        self._outcome()
+        return self._answer
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The error the call raised (remote, refused, connection lost), else ``None``."""
+        if not self.ready():
+            return None
+        lost = super().exception
+        if lost is not None:
+            return lost
+        self._outcome()
+        return self._error
+
+    def successful(self) -> bool:
+        """Whether the answer arrived and is not an error."""
+        return self.ready() and self.exception is None
+
+    def deliver(self, reply: Reply, direct: bool) -> bool:
+        self.set(reply)
+        return False
+
+    def __del__(self) -> None:
+        # Only queues decrefs (no I/O): the driver writes them on its next flush.
+        if not self._read and self.ready() and super().exception is None:
+            reply = super().value
+            if reply is not None:
+                self._connection._discard(reply)
+
+
+class _Wait:
+    """The token of a blocking call: the reader hands the reply to the waiting greenlet."""
+
+    __slots__ = ("waiter", "run_callback", "connection")
+
+    def __init__(self, connection: "Any") -> None:
+        self.waiter = Waiter()
+        self.connection = connection
+        self.run_callback = connection._hub.loop.run_callback
+
+    def deliver(self, reply: Reply, direct: bool) -> bool:
+        if direct and self.waiter.greenlet is not None:
+            return hand_over(self.waiter, reply, self.run_callback, direct)
+        self.run_callback(self._switch_or_discard, reply)
+        return False
+
+    def _switch_or_discard(self, reply: Reply) -> None:
+        # Queued on the hub: the caller may have been killed meanwhile, and
+        # then nobody would read the reply: give back what it holds.
+        if self.waiter.greenlet is None:
+            self.connection._discard(reply)
+        else:
+            self.waiter.switch(reply)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.run_callback(self.waiter.throw, exc)
+
+
+class CallsOut:
+    """Calls from this side (mixed into ``Connection``; see the module docstring)."""
+
+    def _dead(self, name: str) -> DeadReferenceError:
+        error = DeadReferenceError(f"Calling Stale Broker: the connection to {self.peer} is "
+                                   f"gone ({self.close_reason}); reconnect to call {name!r}")
+        error.__cause__ = self._cause
+        return error
+
+    def _send(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
+              kwargs: dict[str, Any], token: Any) -> int | None:
+        if self.closed:
+            raise self._dead(name)
+        if "pbanswer" in kwargs and not kwargs.pop("pbanswer"):
+            token = None
+        self.wait_writable()
+        if self.closed:
+            raise self._dead(name)
+        timers = self.call_timers if token is not None else None
+        try:
+            request_id = dispatch.send_call(self.protocol, ref.luid, name, args, kwargs,
+                                            ref.perspective, token is not None,
+                                            deadline=None if timers is None else timers.seconds)
+        except NotOpen:  # it closed while the arguments were prepared (user code yielded)
+            raise self._dead(name)  # its __cause__ says why the connection went
+        if token is not None:
+            self._waiting[request_id] = token
+            if timers is not None:
+                timers.start(request_id, name)
+        self.flush()  # never waits: nothing can interrupt the call half-sent
+        return request_id if token is not None else None
+
+    def _abandon(self, request_id: int) -> None:
+        """Nobody waits for ``request_id`` any more (a timeout, a kill, ``call_timeout``)."""
+        self._waiting.pop(request_id, None)
+        if self.call_timers is not None:
+            self.call_timers.stop(request_id)
+        if request_id in self.protocol.pending:
+            self.protocol.abandon(request_id)
+            self.protocol.send_cancel(request_id)  # a pbgreen peer stops the method
+            self._wake.send()
+
+    def _call_expired(self, request_id: int, name: str) -> None:
+        token = self._waiting.get(request_id)
+        if token is None:
+            return
+        self._abandon(request_id)
+        token.set_exception(self.call_timers.error(name, self.peer))
+
+    def call(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> Any:
+        """Send a call and block this greenlet until its answer (see ``callRemote``)."""
+        token = _Wait(self)
+        request_id = self._send(ref, name, args, kwargs, token)
+        if request_id is None:
+            return None
+        waiter = token.waiter
+        reply = None
+        try:
+            reply = waiter.get()
+        finally:
+            if reply is None:  # stopped waiting: timeout, kill, or the connection died
+                if waiter.ready() and waiter.successful():  # it came, but too late
+                    self._discard(waiter.value)
+                else:
+                    self._abandon(request_id)
+        return self._outcome(reply, ref.perspective)
+
+    def call_async(self, ref: RemoteReference, name: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> CallResult:
+        """Send a call; return a ``CallResult`` to collect the answer later."""
+        result = CallResult(self, ref.perspective)
+        if self._send(ref, name, args, kwargs, result) is None:
+            result.set(None)  # pbanswer=False: there is no answer to wait for
+        return result
+
+    def _outcome_of(self, reply: Reply, perspective: Any) -> Any:
+        value = dispatch.read_reply(self.protocol, reply, perspective)
+        if self.protocol.tables.releases:  # what reading it gave back goes out now
+            self.flush()
+        return value
+
+    def _outcome(self, reply: Reply, perspective: Any) -> Any:
+        value = self._outcome_of(reply, perspective)
+        if not reply.ok:
+            raise value
+        return value
+
+    def _discard(self, reply: Reply) -> None:
+        owed = self.protocol.discard(reply)
+        if owed:
+            gevent.spawn(self._settle, owed)
+        if not self.closed:
+            self._wake.send()
+
+    def observe(self, observer: Any, name: str, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> None:
+        """Queue a cache update (``RemoteCacheObserver.callRemote``); never blocks or raises."""
+        if self.closed or not observer.active:
+            return
+        try:
+            # No answer asked for: nothing to keep per update, whatever the holder does.
+            dispatch.send_call(self.protocol, observer.cache_id, name, args, kwargs,
+                               observer.perspective, False, cache=True)
+        except NotOpen:
+            return
+        except Exception:
+            log.warning("could not send cache update %r to %s", name, self.peer, exc_info=True)
+            return
+        if self.buffered > self.high_water * DROP_FACTOR:
+            log.warning("dropping cache holder %s: more than %d bytes of updates wait for it",
+                        self.peer, self.high_water * DROP_FACTOR)
+            self._lost(ClosedLocally("the cache holder fell too far behind"))
+            return
+        self._wake.send()  # the hub flushes soon; the setter goes on at once
+
