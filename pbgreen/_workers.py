@@ -129,7 +129,7 @@ class Workers:
     def _run(self, call: IncomingCall) -> None:
         protocol = self.connection.protocol
         deadline = None
-        at = self.deadlines.pop(call.request_id, None)
+        at = self.deadlines.pop(call.request_id, None) if self.deadlines else None
         if at is not None:  # a pbgreen caller waits until then, no longer
             deadline = gevent.Timeout(max(0.0, at - time.monotonic()))
             deadline.start()

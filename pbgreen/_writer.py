@@ -75,7 +75,8 @@ class Writer:
                 self._on_error(exc)
                 return
             if sent == len(data):
-                self._check_close()
+                if self.protocol.tables.close_reason:
+                    self._check_close()
                 return
             data = memoryview(data)[sent:]
         self._unsent = data

@@ -134,6 +134,9 @@ class Connection(CallsOut):
         self._hub = gevent.get_hub()
         self.workers = Workers(self, max_calls)
         self.writer = Writer(sock, self.protocol, high_water, self._lost, self.workers.wake)
+        # Called on every call and answer: straight to the writer, no extra frame.
+        self.flush = self.writer.flush  # type: ignore[method-assign]
+        self.wait_writable = self.writer.wait_writable  # type: ignore[method-assign]
         self._wake = self._hub.loop.async_()
         self._wake.start(self.flush)
         self._wake.ref = False
@@ -185,6 +188,7 @@ class Connection(CallsOut):
         workers = self.workers
         tables = protocol.tables
         timers = self.call_timers
+        output = protocol.output
         idle_timer = self.idle_timer
         watchdog = None
         if handshake_timeout is not None:
@@ -205,11 +209,11 @@ class Connection(CallsOut):
                 if self.keepalive is not None:
                     self.keepalive.last_heard = loop.now()
                 direct = True
-                queued_before = protocol.buffered
+                queued_before = len(output)
                 events = protocol.receive_data(data)
                 # Bytes the broker wrote itself (errors, pongs, releases), before
                 # any event ran: a peer can make us write these without reading.
-                wrote = protocol.buffered > queued_before
+                wrote = len(output) > queued_before
                 if idle_timer is not None and events:
                     idle_timer.last_active = loop.now()
                 for event in events:

@@ -198,8 +198,13 @@ def run_call(broker: Broker, call: IncomingCall, deadline: float | None = None) 
         result = method(*args, **kwargs)
         del args, kwargs  # their references are released after the answer is queued
         if call.answer:
-            _queue(broker, (result,), perspective,
-                   lambda values: broker.send_answer(call.request_id, values))
+            try:  # plain data, the common case: no closure, nothing to register
+                body = plaincodec.dumps_values((result,), broker.vocab)
+            except plaincodec.Fallback:
+                _queue(broker, (result,), perspective,
+                       lambda values: broker.send_answer(call.request_id, values))
+            else:
+                broker.send_answer(call.request_id, Outgoing(1, body))
     except NotOpen:
         log.debug("no answer for %s: the connection to %s is gone", call.method, broker.peer)
     except Exception as exc:

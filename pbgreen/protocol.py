@@ -110,6 +110,8 @@ class Broker:
         self.pending: set[int] = set()
         self._last_request = 0
         self._out = bytearray()
+        #: The bytes queued for the peer (read its length; ``data_to_send`` takes them).
+        self.output = self._out
         self._on_lost: list[Callable[[], Any]] = []
         self._finished = False
         if root is not None:
