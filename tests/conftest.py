@@ -29,6 +29,8 @@ import tracemalloc
 from typing import Any, Callable, Iterator
 
 import gevent
+from gevent import socket
+from gevent.event import Event
 import pytest
 
 import pbgreen
@@ -138,3 +140,82 @@ def client_context(certificate):
     context = ssl.create_default_context()
     context.load_verify_locations(certificate[0])
     return context
+
+
+# --- a TCP proxy that can stall without closing (keepalive tests)
+
+
+class FreezableProxy:
+    """A TCP proxy 127.0.0.1:port -> upstream; ``freeze()`` stalls it silently.
+
+    Every accepted connection gets its own upstream connection and two pump
+    greenlets. While frozen the pumps neither read nor write (what one has
+    already read is held back), and no socket is closed, so neither end gets
+    a FIN or an RST. ``close()`` ends everything it made.
+    """
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.flowing = Event()
+        self.flowing.set()
+        self.sockets = []
+        self.pumps = []
+        self.accepted = 0
+        self.forwarded = {"up": 0, "down": 0}  # bytes client->server, server->client
+        self._acceptor = gevent.spawn(self._accept)
+
+    def _accept(self):
+        while True:
+            downstream, _ = self.listener.accept()
+            self.sockets.append(downstream)
+            upstream = socket.create_connection(self.upstream)
+            self.sockets.append(upstream)
+            self.accepted += 1
+            self.pumps.append(gevent.spawn(self._pump, downstream, upstream, "up"))
+            self.pumps.append(gevent.spawn(self._pump, upstream, downstream, "down"))
+
+    def _pump(self, src, dst, direction):
+        try:
+            while True:
+                self.flowing.wait()
+                data = src.recv(65536)
+                if not data:
+                    break
+                self.flowing.wait()  # frozen meanwhile: hold it back, deliver nothing
+                dst.sendall(data)
+                self.forwarded[direction] += len(data)
+        except OSError:
+            return
+        try:  # pass the end of stream on, as a transparent proxy does
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def freeze(self):
+        self.flowing.clear()
+
+    def close(self):
+        gevent.killall([self._acceptor, *self.pumps], timeout=5)
+        for sock in self.sockets:
+            sock.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def proxy():
+    """``proxy(upstream_address) -> FreezableProxy``; every proxy closed in teardown."""
+    made = []
+
+    def make(upstream):
+        p = FreezableProxy(upstream)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()

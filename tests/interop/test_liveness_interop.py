@@ -14,8 +14,6 @@ from pathlib import Path
 
 import gevent
 import pytest
-from gevent import socket
-from gevent.event import Event
 
 import pbgreen as pb
 
@@ -35,76 +33,6 @@ def _no_pbgreen_warnings(caplog):
     loud = [r for r in caplog.records
             if r.name.startswith("pbgreen") and r.levelno >= logging.WARNING]
     assert not loud, [r.getMessage() for r in loud]
-
-
-class Proxy:
-    """TCP proxy 127.0.0.1:port -> upstream counting bytes; ``freeze()`` stalls it.
-
-    While frozen it neither reads nor writes and closes nothing (no FIN, no
-    RST reaches either end), as a stalled middlebox does.
-    """
-
-    def __init__(self, upstream):
-        self.upstream = upstream
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.port = self.listener.getsockname()[1]
-        self.flowing = Event()
-        self.flowing.set()
-        self.sockets = []
-        self.pumps = []
-        self.forwarded = {"up": 0, "down": 0}
-        self._acceptor = gevent.spawn(self._accept)
-
-    def _accept(self):
-        while True:
-            downstream, _ = self.listener.accept()
-            self.sockets.append(downstream)
-            upstream = socket.create_connection(self.upstream)
-            self.sockets.append(upstream)
-            self.pumps.append(gevent.spawn(self._pump, downstream, upstream, "up"))
-            self.pumps.append(gevent.spawn(self._pump, upstream, downstream, "down"))
-
-    def _pump(self, src, dst, direction):
-        try:
-            while True:
-                self.flowing.wait()
-                data = src.recv(65536)
-                if not data:
-                    break
-                self.flowing.wait()
-                dst.sendall(data)
-                self.forwarded[direction] += len(data)
-        except OSError:
-            return
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def freeze(self):
-        self.flowing.clear()
-
-    def close(self):
-        gevent.killall([self._acceptor, *self.pumps], timeout=5)
-        for sock in self.sockets:
-            sock.close()
-        self.listener.close()
-
-
-@pytest.fixture
-def proxy():
-    made = []
-
-    def make(upstream):
-        p = Proxy(upstream)
-        made.append(p)
-        return p
-
-    yield make
-    for p in made:
-        p.close()
 
 
 def _outcome(function, *args):
