@@ -126,6 +126,24 @@ def test_pbgreen_client_keepalive_detects_a_stalled_twisted_path(fresh_twisted_s
         assert notified == [root]
 
 
+def test_timeout_bounds_connecting_to_a_twisted_server_over_a_stalled_path(
+        fresh_twisted_server, proxy):
+    """``PBClient(timeout=)`` against Twisted: a path that stalls before the
+    handshake gives TimeoutError within the timeout; a healthy one connects,
+    and Twisted logs nothing either way."""
+    twisted = fresh_twisted_server
+    healthy = proxy((twisted.host, twisted.port))
+    with pb.PBClient("127.0.0.1", healthy.port, timeout=5) as client:
+        assert client.getRootObject().callRemote("add", 1, 2) == 3
+    stalled = proxy((twisted.host, twisted.port))
+    stalled.freeze()  # TCP connects; Twisted's dialect offer never arrives
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=f"127.0.0.1:{stalled.port}"):
+        pb.PBClient("127.0.0.1", stalled.port, timeout=0.5)
+    assert time.monotonic() - started < 2.0
+    _twisted_log_is_quiet(twisted)
+
+
 class Root(pb.Root):
     def __init__(self):
         self.connections = []
