@@ -551,13 +551,7 @@ def raw_encode(sexp: Any, vocab: bool) -> bytes:
     codes = {w: n for n, w in banana.VOCAB.items()} if vocab else {}
     out = bytearray()
 
-    def b128(n: int) -> bytes:
-        digits = bytearray()
-        while True:
-            digits.append(n & 0x7F)
-            n >>= 7
-            if not n:
-                return bytes(digits)
+    b128 = banana.encode_b128  # the prefix alone: no limit is checked here
 
     stack = [sexp]
     while stack:

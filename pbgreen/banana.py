@@ -65,6 +65,7 @@ class EncodeError(ValueError):
 
 
 def encode_b128(n: int) -> bytes:
+    """A banana prefix: ``n`` (>= 0) in little-endian base-128 digits, no type byte."""
     out = bytearray()
     while True:
         out.append(n & 0x7F)
@@ -92,6 +93,7 @@ def list_header(count: int) -> bytes:
 
 
 def encode_int(value: int) -> bytes:
+    """One banana integer element; ``EncodeError`` past PB's ±(2**448-1)."""
     if 0 <= value < _CACHED:
         return INT_BYTES[value]
     if value >= 0:
@@ -105,6 +107,7 @@ def encode_int(value: int) -> bytes:
 
 
 def encode_string(value: bytes, vocab: dict[bytes, bytes]) -> bytes:
+    """One banana string element (a vocabulary code if ``vocab`` has the word)."""
     code = vocab.get(value)
     if code is not None:
         return code

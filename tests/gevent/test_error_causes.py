@@ -41,13 +41,19 @@ def _lost(call):
     return error
 
 
-def test_closed_locally_is_the_cause_when_this_side_closes(pb_server):
+def _waiting_call(pb_server):
+    """A server, a client, and a call of the client's that the server is running."""
     root_object = Waits()
     server = pb_server(root_object)
     client = pb.PBClient("127.0.0.1", server.address[1], timeout=10)
     root = client.getRootObject()
     call = _call_in_background(root)
     assert root_object.entered.wait(10)
+    return root_object, server, client, root, call
+
+
+def test_closed_locally_is_the_cause_when_this_side_closes(pb_server):
+    root_object, server, client, root, call = _waiting_call(pb_server)
     client.close()
     error = _lost(call)
     assert isinstance(error.__cause__, pb.ClosedLocally)
@@ -58,12 +64,7 @@ def test_closed_locally_is_the_cause_when_this_side_closes(pb_server):
 
 
 def test_closed_by_peer_is_the_cause_when_the_server_goes(pb_server):
-    root_object = Waits()
-    server = pb_server(root_object)
-    client = pb.PBClient("127.0.0.1", server.address[1], timeout=10)
-    root = client.getRootObject()
-    call = _call_in_background(root)
-    assert root_object.entered.wait(10)
+    root_object, server, client, root, call = _waiting_call(pb_server)
     server.stop()
     error = _lost(call)
     assert isinstance(error.__cause__, (pb.ClosedByPeer, ConnectionResetError)), \
