@@ -22,7 +22,7 @@ from gevent.hub import Waiter
 from . import dispatch
 from ._refs import NotOpen
 from ._workers import hand_over
-from .errors import ClosedLocally, DeadReferenceError
+from .errors import ClosedLocally, CopiedFailure, DeadReferenceError
 from .events import Reply
 from .reference import RemoteReference
 
@@ -228,7 +228,9 @@ class CallsOut:
 
     def _outcome(self, reply: Reply, perspective: Any) -> Any:
         value = self._outcome_of(reply, perspective)
-        if not reply.ok:
+        # An answer that *is* a failure (a Twisted method returned a
+        # CopyableFailure) fails the call, as it fails a Twisted caller's Deferred.
+        if not reply.ok or isinstance(value, CopiedFailure):
             raise value
         return value
 

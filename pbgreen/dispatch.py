@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from typing import Any, Callable
 
 from . import plaincodec
-from ._failure import failure_from
+from ._failure import CopyableFailure, failure_from
 from ._refs import NotOpen, NotYet, SendContext, Stale
 from .banana import VOCAB_CODES, EncodeError, encode
 from .errors import Error, InsecureJelly, LoginFailed, RefLimitError
@@ -197,7 +197,11 @@ def run_call(broker: Broker, call: IncomingCall, deadline: float | None = None) 
             kwargs = {k.decode("utf-8") if type(k) is bytes else k: v for k, v in kwargs.items()}
         result = method(*args, **kwargs)
         del args, kwargs  # their references are released after the answer is queued
-        if call.answer:
+        if isinstance(result, CopyableFailure):  # a failure returned is an error answer
+            log.debug("call %s from %s returned %r", call.method, broker.peer, result)
+            if call.answer:
+                broker.send_error(call.request_id, result.value)
+        elif call.answer:
             try:  # plain data, the common case: no closure, nothing to register
                 body = plaincodec.dumps_values((result,), broker.vocab)
             except plaincodec.Fallback:

@@ -204,6 +204,9 @@ def _refusal_to_send(obj: Any) -> str:
                         types.ModuleType, type, types.GeneratorType)):
         return (f"cannot send {name} {obj!r:.60}: functions, methods, classes, modules and "
                 "generators never cross the wire; send data, or a pb.Referenceable")
+    if isinstance(obj, BaseException):
+        return (f"cannot send the exception {name} {obj!r:.60} as a value: wrap it as "
+                "pb.CopyableFailure(exc) (the peer receives a pb.CopiedFailure)")
     return (f"cannot send an instance of {name}: make it a pb.Copyable or pb.Referenceable, "
             f"or allow it with pb.setUnjellyableForClass({name!r}, ...)")
 
