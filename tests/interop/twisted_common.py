@@ -189,3 +189,28 @@ def run_scenario(factory, deferred, scenario, deadline):
     if timer.active():
         timer.cancel()
     return status["code"]
+
+
+def serve_until_stdin_closes(factory):
+    """Listen with ``factory`` on 127.0.0.1, port 0; print ``PORT <n>``; run the
+    reactor until stdin closes (the test's life line) or SIGTERM."""
+    import threading
+
+    from twisted.internet import reactor
+    from twisted.python import log
+
+    log.startLogging(sys.stderr, setStdout=False)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    sys.stdout.write("PORT %d\n" % port.getHost().port)
+    sys.stdout.flush()
+
+    def watch_stdin():
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        reactor.callFromThread(lambda: reactor.running and reactor.stop())
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    reactor.run()
