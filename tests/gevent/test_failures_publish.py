@@ -267,3 +267,26 @@ def test_when_ready_raises_the_fetch_error_instead_of_waiting(pb_server, pb_clie
     assert not copy.isActivated
     with pytest.raises(TypeError, match="RemotePublished"):
         publish.whenReady(object())
+
+
+def test_kept_copies_are_bounded_least_recently_used_first(pb_server, pb_client, monkeypatch):
+    monkeypatch.setattr(publish, "MAX_KEPT", 2)
+    tag = id(object())
+    catalogs = {name: Catalog(f"{name}-{tag}", [name]) for name in "abc"}
+
+    class Shelf(pb.Root):
+        def remote_get(self, name):
+            return catalogs[name]
+
+    server = pb_server(Shelf())
+
+    def session(name):
+        copy = pb_client(server).getRootObject().callRemote("get", name)
+        return publish.whenReady(copy, timeout=10).items
+
+    session("a"), session("b"), session("a")  # at the limit: both kept
+    assert (catalogs["a"].fetches, catalogs["b"].fetches) == (1, 1)
+    session("c")  # one past it: "b", the least recently used, is forgotten
+    session("a")
+    assert catalogs["a"].fetches == 1 and catalogs["c"].fetches == 1
+    assert session("b") == ["b"] and catalogs["b"].fetches == 2
