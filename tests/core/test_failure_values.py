@@ -190,3 +190,43 @@ def test_twisted_remote_error_name_maps_to_pb_remote_error():
     exc = failure_from(payload)
     assert isinstance(exc, pb.RemoteError) and exc.remoteType == "twisted.spread.pb.RemoteError"
     assert errors.copied_failure_class(pb.RemoteError) is pb.CopiedFailure
+
+
+class Report(pb.Copyable):
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    def getTypeToCopy(self):
+        return "failvalues.Report"
+
+
+class ReportCopy(pb.RemoteCopy):
+    pass
+
+
+class TwistedReport(tpb.Copyable):
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    def getTypeToCopy(self):
+        return b"failvalues.Report"
+
+
+def test_a_failure_inside_a_copys_state_both_ways():
+    security = pb.SecurityOptions()
+    security.setUnjellyableForClass("failvalues.Report", ReportCopy)
+    ours = Report({"job": pb.CopyableFailure(IndexError("gone"))})
+    p = pair(root=None, on_event=drive, dialects=(b"pb", b"none"), security=security)
+    body = dispatch.prepare(p.client, (ours,), None)  # jellied over a real broker
+    sent = banana.decode(body.body)
+    built = unjelly(sent, security=security)
+    assert isinstance(built, ReportCopy)
+    assert_copied(built.outcome["job"], "builtins.IndexError", "gone")
+    # Twisted reads the same bytes: a copy whose state holds its CopiedFailure
+    tjelly.setUnjellyableForClass("failvalues.Report", tpb.RemoteCopy)
+    theirs = tjelly.unjelly(sent)
+    assert isinstance(theirs.outcome["job"], tpb.CopiedFailure)
+    # ... and what Twisted sends arrives here the same way
+    incoming = twisted_sexp(TwistedReport([tpb.CopyableFailure(twisted_failure(OSError("io")))]))
+    built = unjelly(incoming, security=security)
+    assert_copied(built.outcome[0], "builtins.OSError", "io")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -184,3 +185,47 @@ def test_a_pbgreen_publisher_to_a_twisted_client(serve_pbgreen, twisted_client):
     assert second["items"] == ["apple"] and second["clean"]  # Twisted's kept copy
     assert third["items"] == ["apple", "pear", "plum"] and not third["clean"]
     assert root.catalog.fetches == 2
+
+
+# --- a custom checker, a Twisted client logging in ------------------------------------
+
+
+class DigestChecker:
+    """Keeps only MD5 digests of the passwords: declares IUsernameMD5Password."""
+
+    credentialInterfaces = (pb.IUsernameMD5Password,)
+
+    def __init__(self):
+        self.digests = {b"alice": hashlib.md5(b"secret").digest()}
+        self.checked = []
+
+    def requestAvatarId(self, credentials):
+        self.checked.append(credentials.username)
+        digest = self.digests.get(credentials.username)
+        if digest is None or not credentials.checkMD5Password(digest):
+            raise pb.UnauthorizedLogin()
+        return credentials.username
+
+
+class Alice(pb.Avatar):
+    def perspective_whoami(self):
+        return b"alice"
+
+
+class AliceRealm:
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        return interfaces[0], Alice(), lambda: None
+
+
+def test_a_twisted_client_logs_in_through_a_registered_custom_checker(serve_pbgreen,
+                                                                     twisted_client):
+    checker = DigestChecker()
+    portal = pb.Portal(AliceRealm())
+    portal.registerChecker(checker)
+    server = serve_pbgreen(portal)
+    # twisted_login_client.py "badpass": a wrong password, then the right one
+    result = twisted_client("badpass", "127.0.0.1", server.address[1],
+                            script=SCRIPT.parent / "twisted_login_client.py").result()
+    assert result["kind"] == "err" and result["check_unauthorized"] is True
+    assert result["after"] == "b'alice'"
+    assert checker.checked == [b"alice", b"alice"]
