@@ -36,6 +36,7 @@ from typing import Any, Callable
 import gevent
 from gevent.event import Event
 
+from ._calls import CallResult
 from .flavors import Cacheable, RemoteCache, ViewPoint
 
 __all__ = ["Publishable", "RemotePublished", "whenReady", "MAX_KEPT"]
@@ -173,13 +174,16 @@ class RemotePublished(RemoteCache):
             self._activationListeners.append(callback)
 
 
-def whenReady(remote_published: RemotePublished, timeout: float | None = None) -> RemotePublished:
+def whenReady(remote_published: "RemotePublished | CallResult", timeout: float | None = None) -> RemotePublished:
     """Block this greenlet until ``remote_published`` is activated; return it.
 
-    Twisted's ``whenReady`` takes the Deferred of the call that returned the
-    copy; here the call has already returned it. Raises the error if fetching
-    the state failed, ``TimeoutError`` if ``timeout`` seconds pass first.
+    Twisted's ``whenReady`` takes the Deferred of the call that returns the
+    copy; here pass the copy, or the ``callRemoteAsync`` result of that call
+    (its answer is waited for first). Raises the error if fetching the state
+    failed, ``TimeoutError`` if ``timeout`` seconds pass first.
     """
+    if isinstance(remote_published, CallResult):
+        remote_published = remote_published.get(timeout=timeout)
     if not isinstance(remote_published, RemotePublished):
         raise TypeError(f"whenReady takes a publish.RemotePublished, not "
                         f"{type(remote_published).__name__}: register your RemotePublished "

@@ -242,8 +242,9 @@ def test_publish_fetches_once_and_again_only_after_republish(pb_server, pb_clien
     assert publish.whenReady(second).items == ["apple"] and catalog.fetches == 1
 
     catalog.republish()
-    third = pb_client(server).getRootObject().callRemote("catalog")
-    assert publish.whenReady(third, timeout=10).items == ["apple", "pear"]
+    pending = pb_client(server).getRootObject().callRemoteAsync("catalog")
+    third = publish.whenReady(pending, timeout=10)  # Twisted's form: the call's result
+    assert isinstance(third, CatalogCopy) and third.items == ["apple", "pear"]
     assert catalog.fetches == 2
 
 
