@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.python.failure import Failure
 from twisted.spread import pb, publish
 
@@ -135,6 +135,8 @@ def session(host, port):
     connector = reactor.connectTCP(host, port, factory, timeout=10)
     root = yield factory.getRootObject()
     copy = yield publish.whenReady(root.callRemote("catalog"))
+    # whenReady fires before Twisted writes the .pub file: let it finish first
+    yield task.deferLater(reactor, 0, lambda: None)
     facts = {"items": copy.items, "clean": bool(copy._wasCleanWhenLoaded),
              "activated": bool(copy.isActivated), "file": copy.getFileName()}
     factory.disconnect()
