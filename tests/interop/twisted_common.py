@@ -189,3 +189,23 @@ def run_scenario(factory, deferred, scenario, deadline):
     if timer.active():
         timer.cancel()
     return status["code"]
+
+
+def stop_when_stdin_closes():
+    """Stop the reactor once stdin reaches EOF (the test's life line to a server script).
+
+    Reads stdin in a daemon thread, so call it once before ``reactor.run()``.
+    """
+    import threading
+
+    from twisted.internet import reactor
+
+    def wait_for_eof():
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        reactor.callFromThread(lambda: reactor.running and reactor.stop())
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
