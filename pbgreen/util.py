@@ -327,7 +327,8 @@ class _PageQueue(Referenceable):
         self._items: deque[tuple[str, Any]] = deque()
         self._changed = Event()
         self._hold_answers = hold_answers
-        self.stopped = False
+        self.stopped = False  # the reader stopped: refuse pages
+        self._gone = False  # the connection went: no answer to hold any more
 
     def _notify(self, *_: Any) -> None:
         changed, self._changed = self._changed, Event()
@@ -342,7 +343,8 @@ class _PageQueue(Referenceable):
         if self.stopped:
             raise PagingStopped("the receiver stopped reading these pages")
         self._push(_PAGE, page)
-        while self._hold_answers and len(self._items) > PAGES_BUFFERED and not self.stopped:
+        while (self._hold_answers and len(self._items) > PAGES_BUFFERED
+               and not self.stopped and not self._gone):
             self._changed.wait()  # the answer is the sender's go-ahead: hold it
         if self.stopped:
             raise PagingStopped("the receiver stopped reading these pages")
@@ -355,6 +357,7 @@ class _PageQueue(Referenceable):
 
     def lost(self, ref: Any) -> None:
         """notifyOnDisconnect callback: nothing more will come."""
+        self._gone = True
         self._push(_ERROR, PBConnectionLost(
             f"connection to {ref.broker.peer} lost while paging: {ref.broker.close_reason}"))
 

@@ -18,6 +18,7 @@ from gevent.event import Event
 
 import pbgreen as pb
 from pbgreen import util
+from pbgreen.testing.plugin import leftovers, snapshot
 
 # A pager is at most this many pages ahead of the reader: the pages waiting
 # for an answer, the reader's queue, the page being read, one being made.
@@ -334,3 +335,23 @@ def test_local_async_forwarder_forwards_the_interface_only():
     assert plain.callRemote("greet", "x") == "X"
     with pytest.raises(NotImplementedError):
         plain.callRemote("other")
+
+
+def test_a_reader_that_stops_reading_holds_the_sender_until_its_connection_goes(
+        pb_server, pb_client, wait_until):
+    source = Source()
+    server = pb_server(source)
+    before = snapshot()
+    client = pb_client(server, timeout=10)
+    pages = util.page_iter(client.getRootObject(), "numbers")  # endless; read once, then not
+    assert next(pages) == 0
+    wait_until(lambda: source.pulled >= util.PAGES_BUFFERED)
+    gevent.sleep(0.05)  # the sender had every chance to run further ahead
+    assert source.pulled <= MAX_LEAD
+    client.close()
+    assert source.closed.wait(5)
+    # The answers the reader held are let go: no greenlet stays blocked in them.
+    assert leftovers(before, deadline=3) == []
+    with pytest.raises(pb.PBConnectionLost):
+        for _ in pages:  # what was queued, then the loss
+            pass
