@@ -8,7 +8,6 @@ sender's pages run ahead of what the receiving loop has read.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 
 import gevent

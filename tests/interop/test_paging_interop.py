@@ -77,8 +77,8 @@ class PagingRoot(pb.Root):
     @util.paged
     def remote_generated(self, size, chunk):
         data = pattern(size)
-        for start in range(0, size, chunk):
-            yield data[start:start + chunk]
+        for offset in range(0, size, chunk):
+            yield data[offset:offset + chunk]
 
 
 def test_twisted_getAllPages_reads_pbgreen_string_and_file_pagers(serve_pbgreen, twisted_client):
