@@ -311,9 +311,11 @@ class CallbackPageCollector(Referenceable):
         self.callback = callback
 
     def remote_gotPage(self, page: Any) -> None:
+        """Keep one page."""
         self.pages.append(page)
 
     def remote_endedPaging(self) -> None:
+        """The last page is in: hand them all to the callback."""
         self.callback(self.pages)
 
 
@@ -450,6 +452,8 @@ def page_iter(ref: Any, methodName: str, *args: Any, **kw: Any) -> PageIterator:
     blocks the calling greenlet until a page arrives. Raises the remote
     method's error, ``PagingFailed`` if a pbgreen sender's source failed,
     ``PBConnectionLost`` if the connection went before the last page.
+    Anything raised out of ``next()`` (also a ``gevent.Timeout`` around it)
+    closes the iterator, which stops the sender.
 
     Example:
         ```python
@@ -486,6 +490,7 @@ class LocalAsRemote:
     reportAllTracebacks = True
 
     def callRemote(self, name: str, *args: Any, **kw: Any) -> Any:
+        """Run ``sync_<name>`` or else ``async_<name>``; return its result or raise."""
         sync = getattr(self, "sync_" + name, None)
         if sync is not None:
             return sync(*args, **kw)
@@ -550,6 +555,7 @@ class LocalAsyncForwarder:
         return not method.startswith("_") and callable(getattr(self.interfaceClass, method, None))
 
     def callRemote(self, method: str, *args: Any, **kw: Any) -> Any:
+        """Call ``method`` on the forwarded object if the interface has it."""
         if self._in_interface(method):
             return getattr(self.forwarded, method)(*args, **kw)
         if self.failWhenNotImplemented:

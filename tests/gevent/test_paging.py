@@ -78,7 +78,7 @@ class Source(pb.Root):
                     self.stopPaging()
                 return {"left": self.left}
 
-        Countdown(collector, source._finished)
+        source.pager = Countdown(collector, source._finished)
 
     @util.paged
     def remote_numbers(self, limit=None):
@@ -108,6 +108,9 @@ class Source(pb.Root):
     def remote_pages_from(self, ref, *args):
         """Read another peer's pager from the server side (the other direction)."""
         return util.getAllPages(ref, *args)
+
+    def remote_no_pager(self, collector):
+        return "answered, but pages nothing"
 
     def remote_bare_generator(self):
         return (i for i in range(3))
@@ -142,7 +145,8 @@ def test_an_empty_string_is_one_empty_page(served):
 def test_a_pager_subclass_with_its_own_nextPage(served):
     source, root = served()
     assert util.getAllPages(root, "custom", 3) == [{"left": 2}, {"left": 1}, {"left": 0}]
-    assert source.done.wait(5)
+    assert source.pager.wait(5) and not source.pager.stillPaging()
+    assert source.done.is_set()  # the callback ran before the pager ended
 
 
 def test_getAllPages_raises_the_remote_methods_error(served):
@@ -234,6 +238,17 @@ def test_a_lost_connection_ends_page_iter_with_PBConnectionLost(served):
     with pytest.raises(pb.PBConnectionLost):
         next(pages)
     assert source.closed.wait(5)
+
+
+def test_a_timeout_around_next_closes_the_iterator(served):
+    _, root = served()
+    pages = util.page_iter(root, "no_pager")  # answers, never pages: waits like Twisted
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.2):
+            next(pages)
+    with pytest.raises(StopIteration):
+        next(pages)
+    assert util.getAllPages(root, "numbers", 2) == [0, 1]
 
 
 def test_the_server_can_read_a_clients_pager(served):
