@@ -196,16 +196,17 @@ class Pager:
 
 
 class StringPager(Pager):
-    """Sends a string (``bytes`` or ``str``) in slices of ``chunkSize``.
+    """Sends ``data`` (``bytes`` or ``str``) in slices of ``chunkSize``.
 
-    At least one page is sent, an empty one for an empty string, as Twisted does.
+    At least one page is sent, an empty one for an empty string, as Twisted
+    does. (Twisted names the second parameter ``st``; it is ``data`` here.)
     """
 
-    def __init__(self, collector: Any, st: bytes | str, chunkSize: int = 8192,
+    def __init__(self, collector: Any, data: bytes | str, chunkSize: int = 8192,
                  callback: Callable[..., Any] | None = None, *args: Any, **kw: Any) -> None:
         if chunkSize < 1:
             raise ValueError(f"chunkSize must be at least 1, not {chunkSize}")
-        self.string = st
+        self.string = data
         self.pointer = 0
         self.chunkSize = chunkSize
         Pager.__init__(self, collector, callback, *args, **kw)

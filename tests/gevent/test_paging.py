@@ -55,6 +55,9 @@ class Source(pb.Root):
     def remote_string(self, collector, data, chunk):
         util.StringPager(collector, data, chunk, self._finished, "a", "b")
 
+    def remote_string_by_keyword(self, collector, data):  # the names API.md gives
+        util.StringPager(collector, data=data, chunkSize=2, callback=self._finished)
+
     def remote_file(self, collector, path):
         fd = open(path, "rb")
         self.pager = CountingFilePager(collector, fd, self._close, fd)
@@ -140,6 +143,7 @@ def test_an_empty_string_is_one_empty_page(served):
     _, root = served()
     assert util.getAllPages(root, "string", b"", 10) == [b""]
     assert util.getAllPages(root, "string", "text", 3) == ["tex", "t"]
+    assert util.getAllPages(root, "string_by_keyword", b"abc") == [b"ab", b"c"]
 
 
 def test_a_pager_subclass_with_its_own_nextPage(served):
