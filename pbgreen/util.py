@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import gevent
 from gevent.event import AsyncResult, Event
 
-from .errors import CallTimeout, CopiedFailure, DeadReferenceError, Error, PBConnectionLost
+from .errors import CopiedFailure, DeadReferenceError, Error, PBConnectionLost
 from .flavors import Referenceable
 
 __all__ = ["Pager", "StringPager", "FilePager", "IteratorPager", "CallbackPageCollector",
@@ -149,14 +149,17 @@ class Pager:
                     if not self._stillPaging:
                         break
                 self.collector.callRemote("endedPaging", pbanswer=False)
-            except (DeadReferenceError, PBConnectionLost, CallTimeout) as exc:
+            except (DeadReferenceError, PBConnectionLost) as exc:
                 log.info("stopped paging to %s: %s", self._peer(), exc)
             except PagingStopped:
                 log.debug("stopped paging to %s: the receiver stopped reading", self._peer())
             except CopiedFailure as exc:  # a collector that refused a page
                 log.warning("stopped paging to %s: the collector raised %s: %s",
                             self._peer(), exc.type, exc.getErrorMessage())
-            except Exception as exc:  # the source of pages (or a page that cannot be sent)
+            except Exception as exc:
+                # The source of pages failed, or a page cannot be sent, or the
+                # collector held an answer past this connection's call_timeout
+                # (pb.CallTimeout): the receiver would wait for the rest forever.
                 self._source_failed(exc)
         finally:
             self._unanswered.clear()

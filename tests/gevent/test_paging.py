@@ -267,6 +267,36 @@ def test_the_server_can_read_a_clients_pager(served):
                                                                        b"4"]
 
 
+def test_a_pager_whose_answers_outlast_call_timeout_fails_the_readers_pages(
+        pb_server, pb_client):
+    gave_up, read = Event(), Event()
+    outcome = []
+
+    class Uploader(pb.Referenceable):
+        def remote_chunks(self, collector):
+            util.IteratorPager(collector, iter(range(1000)), gave_up.set)
+
+    class Reader(pb.Root):
+        def remote_upload(self, uploader):
+            pages = util.page_iter(uploader, "chunks")
+            first = next(pages)
+            assert gave_up.wait(5), "the client's pager never stopped"
+            try:
+                for _ in pages:
+                    pass
+                outcome.extend([first, "ended without an error"])
+            except util.PagingFailed as error:
+                outcome.extend([first, error.remoteType])
+            read.set()
+
+    client = pb_client(pb_server(Reader()), timeout=10, call_timeout=0.3)
+    # The reader stops reading after one page; the client's held pages time out.
+    # (No answer asked for: the upload itself takes longer than call_timeout.)
+    client.getRootObject().callRemote("upload", Uploader(), pbanswer=False)
+    assert read.wait(10)
+    assert outcome == [0, "pbgreen.errors.CallTimeout"]
+
+
 def test_a_remote_method_returning_a_bare_generator_is_still_refused(served):
     _, root = served()
     with pytest.raises(pb.InsecureJelly, match="util.paged"):
