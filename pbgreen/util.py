@@ -164,7 +164,10 @@ class Pager:
         finally:
             self._unanswered.clear()
             self._stillPaging = False
-            self._release()
+            try:
+                self._release()
+            except Exception:
+                log.exception("closing the source of pages to %s failed", self._peer())
             self._run_callback()
 
     def _source_failed(self, exc: Exception) -> None:
