@@ -207,6 +207,26 @@ def test_breaking_out_of_page_iter_stops_the_sender_and_closes_its_generator(ser
     assert util.getAllPages(root, "numbers", 3) == [0, 1, 2]  # the connection goes on
 
 
+def test_a_generator_that_fails_to_close_still_gets_the_callback_run(served, caplog):
+    stopped = Event()
+
+    def stubborn():
+        try:
+            yield from range(1000)
+        finally:
+            raise RuntimeError("cannot close")
+
+    class Stubborn(Source):
+        def remote_stubborn(self, collector):
+            util.IteratorPager(collector, stubborn(), stopped.set)
+
+    _, root = served(Stubborn())
+    with util.page_iter(root, "stubborn") as pages:
+        assert next(pages) == 0
+    assert stopped.wait(5)
+    assert "closing the source of pages" in caplog.text
+
+
 def test_closing_page_iter_stops_the_sender(served):
     source, root = served()
     with util.page_iter(root, "numbers") as pages:
