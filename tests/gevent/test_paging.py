@@ -248,8 +248,6 @@ def test_a_generator_that_raises_raises_PagingFailed_in_the_reader(served):
 
 
 def test_a_lost_connection_ends_page_iter_with_PBConnectionLost(served):
-    source = Source()
-
     class HangUp(Source):
         def remote_hangs_up(self, collector):
             self.conn = collector.broker
