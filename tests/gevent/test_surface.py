@@ -1,0 +1,116 @@
+"""Twisted PB names that docs/porting.md lists as provided and no other test shows.
+
+Each test shows one name doing what its Twisted namesake does (see the table
+"The whole surface, name by name" in docs/porting.md).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pbgreen as pb
+from pbgreen import banana, cred
+from pbgreen.flavors import Serializable
+from pbgreen.jelly import globalSecurity
+from pbgreen.reference import RemoteCacheObserver
+
+
+def test_respond_gives_twisteds_answer_to_a_challenge():
+    # Computed once with Twisted 26.10: twisted.spread.pb.respond(challenge, password).
+    twisted_answer = b"\xfbeJ\xadP0:&\xb59\x85\x8a\xfb\x96\x9f'"
+    assert cred.respond(b"0123456789abcdef", b"secret") == twisted_answer
+    assert cred.respond(b"0123456789abcdef", b"Secret") != twisted_answer
+
+
+def test_challenge_is_sixteen_fresh_bytes():
+    challenges = {cred.challenge() for _ in range(20)}
+    assert len(challenges) == 20
+    assert all(isinstance(c, bytes) and len(c) == 16 for c in challenges)
+
+
+def test_portno_is_pbs_port_and_the_servers_default():
+    assert pb.portno == 8787
+    assert inspect.signature(pb.PBServer).parameters["port"].default == pb.portno
+    assert inspect.signature(pb.PBClient).parameters["port"].default == pb.portno
+
+
+def test_banana_type_bytes_are_twisteds():
+    # Twisted's constants are the same values as one-byte strings (b"\x80" ...).
+    assert (banana.LIST, banana.INT, banana.STRING, banana.NEG, banana.FLOAT,
+            banana.LONGINT, banana.LONGNEG, banana.VOCAB_TYPE) == tuple(range(0x80, 0x88))
+    assert banana.encode(1.5)[0] == banana.FLOAT
+    assert banana.encode(-3)[-1] == banana.NEG
+    assert banana.encode(2**70)[-1] == banana.LONGINT
+
+
+def test_every_flavor_is_a_serializable():
+    for flavor in (pb.Referenceable, pb.Root, pb.Viewable, pb.Avatar, pb.Copyable,
+                   pb.Cacheable):
+        assert issubclass(flavor, Serializable)
+
+
+class Sample(pb.Copyable):
+    def __init__(self, size):
+        self.size = size
+
+    def getTypeToCopy(self):
+        return "test_surface.Sample"
+
+
+class Sizes(pb.Root):
+    def remote_sample(self, size):
+        return Sample(size)
+
+
+def test_module_registrations_go_to_global_security(pb_server, pb_client):
+    made = []
+
+    def build(state):
+        made.append(state)
+        return ("built", state["size"])
+
+    pb.setUnjellyableFactoryForClass("test_surface.Sample", build)
+    assert globalSecurity.unjellyableFor(b"test_surface.Sample") is not None
+    ref = pb_client(pb_server(Sizes())).getRootObject()
+    assert ref.callRemote("sample", 7) == ("built", 7)   # the factory made it
+    assert made == [{"size": 7}]
+
+
+class Gauge(pb.Cacheable):
+    def __init__(self):
+        self.observers = []
+
+    def getStateToCacheAndObserveFor(self, perspective, observer):
+        self.observers.append(observer)
+        return {"level": 1}
+
+
+class GaugeCopy(pb.RemoteCache):
+    def observe_level(self, level):
+        self.level = level
+
+
+pb.setUnjellyableForClass(Gauge, GaugeCopy)
+
+
+class GaugeRoot(pb.Root):
+    def __init__(self):
+        self.gauge = Gauge()
+
+    def remote_gauge(self):
+        return self.gauge
+
+    def remote_set(self, level):
+        for observer in self.gauge.observers:
+            observer.callRemote("level", level)
+
+
+def test_cache_observers_are_remote_cache_observers(pb_server, pb_client):
+    root = GaugeRoot()
+    ref = pb_client(pb_server(root)).getRootObject()
+    copy = ref.callRemote("gauge")
+    assert copy.level == 1
+    [observer] = root.gauge.observers
+    assert isinstance(observer, RemoteCacheObserver)
+    ref.callRemote("set", 5)   # the update is written before this answer
+    assert copy.level == 5
