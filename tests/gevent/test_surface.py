@@ -10,8 +10,8 @@ import inspect
 
 import pbgreen as pb
 from pbgreen import banana, cred
-from pbgreen.flavors import Serializable
-from pbgreen.jelly import globalSecurity
+from pbgreen.flavors import AsReferenceable, Serializable
+from pbgreen.jelly import Jellyable, globalSecurity
 from pbgreen.reference import RemoteCacheObserver
 
 
@@ -44,6 +44,7 @@ def test_banana_type_bytes_are_twisteds():
 
 
 def test_every_flavor_is_a_serializable():
+    assert issubclass(Serializable, Jellyable)
     for flavor in (pb.Referenceable, pb.Root, pb.Viewable, pb.Avatar, pb.Copyable,
                    pb.Cacheable):
         assert issubclass(flavor, Serializable)
@@ -114,3 +115,29 @@ def test_cache_observers_are_remote_cache_observers(pb_server, pb_client):
     assert isinstance(observer, RemoteCacheObserver)
     ref.callRemote("set", 5)   # the update is written before this answer
     assert copy.level == 5
+
+
+class Counter:
+    """Not a flavor: reachable only through AsReferenceable."""
+
+    def __init__(self):
+        self.count = 0
+
+    def view_bump(self):
+        self.count += 1
+        return self.count
+
+
+class PerConnection(pb.Root):
+    """Each connection gets a root of its own: a Counter wrapped for view_ calls."""
+
+    def rootObject(self, connection):
+        return AsReferenceable(Counter(), "view")
+
+
+def test_root_object_per_connection_and_as_referenceable(pb_server, pb_client):
+    server = pb_server(PerConnection())
+    first = pb_client(server).getRootObject()
+    second = pb_client(server).getRootObject()
+    assert [first.callRemote("bump"), first.callRemote("bump")] == [1, 2]
+    assert second.callRemote("bump") == 1   # its own Counter
