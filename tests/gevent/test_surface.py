@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import pbgreen as pb
 from pbgreen import banana, cred
 from pbgreen.flavors import AsReferenceable, Serializable
@@ -141,3 +143,26 @@ def test_root_object_per_connection_and_as_referenceable(pb_server, pb_client):
     second = pb_client(server).getRootObject()
     assert [first.callRemote("bump"), first.callRemote("bump")] == [1, 2]
     assert second.callRemote("bump") == 1   # its own Counter
+
+
+class RefusingRealm:
+    """docs/porting.md, step 4: a realm refuses a user by raising UnauthorizedLogin."""
+
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        if avatarId == b"banned":
+            raise pb.UnauthorizedLogin("banned users stay out")
+        return pb.IPerspective, pb.Avatar(), lambda: None
+
+
+def test_a_realm_refuses_a_user_with_unauthorized_login(pb_server, pb_client):
+    checker = pb.InMemoryPasswordChecker(banned=b"pw", welcome=b"pw")
+    server = pb_server(pb.Portal(RefusingRealm(), [checker]))
+    client = pb_client(server)
+    with pytest.raises(pb.UnauthorizedLogin):
+        client.login(pb.UsernamePassword(b"banned", b"pw"))
+    assert isinstance(client.login(pb.UsernamePassword(b"welcome", b"pw")), pb.RemoteReference)
+
+
+def test_credentials_must_be_bytes():
+    with pytest.raises(TypeError, match="bytes"):
+        pb.UsernamePassword("user1", "pass1")
