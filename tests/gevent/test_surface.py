@@ -166,3 +166,44 @@ def test_a_realm_refuses_a_user_with_unauthorized_login(pb_server, pb_client):
 def test_credentials_must_be_bytes():
     with pytest.raises(TypeError, match="bytes"):
         pb.UsernamePassword("user1", "pass1")
+
+
+def test_encode_b128_writes_twisteds_int2b128_digits():
+    # What Twisted 26.10's banana.int2b128 writes for these numbers.
+    assert banana.encode_b128(0) == b"\x00"
+    assert banana.encode_b128(300) == b",\x02"
+    assert banana.encode_b128(2**21) == b"\x00\x00\x00\x01"
+
+
+class PlainTextChecker:
+    """A checker of our own for PB logins: it receives UsernameHashedPassword."""
+
+    credentialInterfaces = (cred.UsernameHashedPassword,)
+
+    def __init__(self, passwords):
+        self.passwords = passwords
+        self.seen = []
+
+    def requestAvatarId(self, credentials):
+        self.seen.append(type(credentials))
+        stored = self.passwords.get(credentials.username)
+        if stored is None or not credentials.checkPassword(stored):
+            raise pb.UnauthorizedLogin()
+        return credentials.username
+
+
+class NamingRealm:
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        avatar = pb.Avatar()
+        avatar.perspective_name = lambda: avatarId
+        return pb.IPerspective, avatar, lambda: None
+
+
+def test_a_checker_of_hashed_passwords_and_login_failed_as_the_base(pb_server, pb_client):
+    checker = PlainTextChecker({b"carol": b"s3cret"})
+    client = pb_client(pb_server(pb.Portal(NamingRealm(), [checker])))
+    with pytest.raises(pb.LoginFailed):    # UnauthorizedLogin is a LoginFailed
+        client.login(pb.UsernamePassword(b"carol", b"guess"))
+    avatar = client.login(pb.UsernamePassword(b"carol", b"s3cret"))
+    assert avatar.callRemote("name") == b"carol"
+    assert checker.seen == [cred.UsernameHashedPassword] * 2
