@@ -1,0 +1,145 @@
+"""pbgreen behind a real HAProxy (TCP mode, PROXY protocol v2, health checks).
+
+Two ``pbgreen serve --proxy-protocol`` processes behind HAProxy with the
+configuration ``docs/deploying.md`` shows (see ``conftest.py``). Through the
+balancer every PB flavor works, the servers see each client's own address
+as ``conn.peer``, and both servers get connections. When one server is
+killed with SIGKILL, reconnecting clients get either an answer or a pbgreen
+connection error (never a hang), and each is served by the other server
+again within two seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import gevent
+import gevent.event
+
+import pbgreen as pb
+from pbgreen.testing import haproxy
+
+import balanced_app  # noqa: F401  (registers Point and TallyCopy in this process)
+
+DEPLOYING = Path(__file__).resolve().parents[2] / "docs" / "deploying.md"
+FAILOVER_BOUND = 2.0   # seconds from the kill to every client's first answer from the survivor
+CALL_TIMEOUT = 1.0     # each client's call_timeout
+HANG = 10.0            # no call or getRootObject may take longer than this
+# What a call may raise while its server dies (docs/errors.md): every
+# one of them is an OSError.
+CONNECTION_ERRORS = (pb.PBConnectionLost, pb.DeadReferenceError, pb.CallTimeout, OSError)
+
+
+def own_address(client_root: pb.RemoteReference) -> str:
+    """This client's end of its TCP connection, as the server prints a peer address."""
+    host, port = client_root.broker.sock.getsockname()[:2]
+    return str((host, port))
+
+
+def test_docs_show_the_config_the_tests_run():
+    text = DEPLOYING.read_text()
+    blocks = re.findall(r"```haproxy\n(.*?)```", text, re.S)
+    assert blocks, f"{DEPLOYING} shows no ```haproxy block"
+    assert blocks[0] == haproxy.CONFIG, (
+        f"the HAProxy configuration in {DEPLOYING.name} differs from "
+        "pbgreen.testing.haproxy.CONFIG, which the tests run: make them the same")
+
+
+def test_calls_references_copies_and_caches_through_haproxy(balancer, backends):
+    pids = {child.pid for child in backends}
+    clients = [pb.PBClient(*balancer.address, timeout=10) for _ in range(4)]
+    try:
+        roots = [client.getRootObject() for client in clients]
+        served_by = {}
+        for root in roots:
+            pid, peer = root.callRemote("whoami")
+            assert pid in pids
+            # The server sees this client's own address, not HAProxy's.
+            assert peer == own_address(root)
+            served_by[root] = pid
+            assert root.callRemote("echo", ["hello", 1, 2.5]) == ["hello", 1, 2.5]
+        assert set(served_by.values()) == pids, "HAProxy gave every connection to one server"
+
+        first = roots[0]
+        counter = first.callRemote("counter")            # a reference...
+        assert counter.callRemote("add", 2) == (served_by[first], 2)
+        assert counter.callRemote("add", 3) == (served_by[first], 5)   # ...to one object
+
+        point = first.callRemote("point", 3, 4)          # a copy
+        assert isinstance(point, balanced_app.Point)
+        assert (point.x, point.y) == (3, 4)
+
+        # A cache held through one connection follows changes made through
+        # another connection to the same server process.
+        neighbour = next(root for root in roots[1:] if served_by[root] == served_by[first])
+        tally = first.callRemote("tally")
+        changed = neighbour.callRemote("bump")
+        deadline = time.monotonic() + 5
+        while tally.value != changed and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        assert tally.value == changed
+    finally:
+        for client in clients:
+            client.close()
+
+
+class Caller:
+    """One reconnecting client calling ``whoami`` in a loop, noting who answered and when."""
+
+    def __init__(self, address, stop: gevent.event.Event) -> None:
+        self.client = pb.PBClient(*address, timeout=HANG, call_timeout=CALL_TIMEOUT,
+                                  reconnect=True)
+        self.stop = stop
+        self.answers: list[tuple[float, int]] = []   # (monotonic time, server pid)
+        self.errors: list[BaseException] = []
+        self.answered = gevent.event.Event()
+        self.greenlet = gevent.spawn(self.run)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with gevent.Timeout(HANG, AssertionError(f"a call hung for {HANG} s")):
+                    pid, _ = self.client.getRootObject().callRemote("whoami")
+            except CONNECTION_ERRORS as error:
+                self.errors.append(error)
+            else:
+                self.answers.append((time.monotonic(), pid))
+                self.answered.set()
+            self.stop.wait(0.02)   # pace the loop; the machine is shared
+
+    def first_answer_from(self, pid: int, since: float) -> float | None:
+        return next((when for when, who in self.answers if who == pid and when >= since), None)
+
+
+def test_clients_fail_over_to_the_other_server_when_one_is_killed(balancer, backends):
+    stop = gevent.event.Event()
+    callers = [Caller(balancer.address, stop) for _ in range(6)]
+    try:
+        for caller in callers:
+            assert caller.answered.wait(timeout=15), "a client never got a first answer"
+        victim, survivor = backends
+        assert {caller.answers[-1][1] for caller in callers} == {victim.pid, survivor.pid}
+
+        killed_at = time.monotonic()
+        victim.kill()
+        deadline = killed_at + 10
+        while time.monotonic() < deadline and any(
+                caller.first_answer_from(survivor.pid, killed_at) is None for caller in callers):
+            gevent.sleep(0.02)
+        stop.set()
+        gevent.joinall([caller.greenlet for caller in callers], timeout=HANG + 5,
+                       raise_error=True)
+
+        delays = [caller.first_answer_from(survivor.pid, killed_at) for caller in callers]
+        assert None not in delays, f"some clients were never served again: {delays}"
+        delays = [when - killed_at for when in delays]
+        assert max(delays) <= FAILOVER_BOUND, (
+            f"seconds from the kill to each client's first answer from the other server: "
+            f"{[round(d, 2) for d in delays]}")
+    finally:
+        stop.set()
+        gevent.killall([caller.greenlet for caller in callers], timeout=5)
+        for caller in callers:
+            caller.client.close()
