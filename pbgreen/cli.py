@@ -364,6 +364,8 @@ def _serve(args: argparse.Namespace) -> int:
         options["backlog"] = args.backlog
     if args.max_connections is not None:
         options["max_connections"] = args.max_connections
+    if args.proxy_protocol:
+        options["proxy_protocol"] = True
     try:
         server = PBServer(root, port=args.port, host=host, ssl_context=context,
                           unsafeTracebacks=args.unsafe_tracebacks, **options)
@@ -595,6 +597,10 @@ def _parser() -> argparse.ArgumentParser:
                             "PBServer's, 1024)")
     serve.add_argument("--max-connections", type=_count, metavar="N",
                        help="connections served at once (default: PBServer's, 10000)")
+    serve.add_argument("--proxy-protocol", action="store_true",
+                       help="require HAProxy's PROXY protocol header (v1 or v2) on every "
+                            "connection and report the client it names; only behind a proxy "
+                            "that sends it")
     serve.set_defaults(run=_serve)
 
     call = commands.add_parser(
