@@ -38,11 +38,12 @@ def haproxy_installed() -> str:
     """The path of ``haproxy``; fails the test if it is missing (skips with the opt-out)."""
     try:
         return find_haproxy()
-    except HAProxyMissing as missing:
-        if os.environ.get(SKIP_VARIABLE) == "1":
-            pytest.skip(f"{missing} ({SKIP_VARIABLE}=1)")
-        pytest.fail(f"{missing}; or set {SKIP_VARIABLE}=1 to skip these tests on this "
-                    "machine", pytrace=False)
+    except HAProxyMissing as error:
+        missing = str(error)
+    if os.environ.get(SKIP_VARIABLE) == "1":
+        pytest.skip(f"{missing} ({SKIP_VARIABLE}=1)")
+    pytest.fail(f"{missing}; or set {SKIP_VARIABLE}=1 to skip these tests on this machine",
+                pytrace=False)
 
 
 def serve_backend() -> Child:

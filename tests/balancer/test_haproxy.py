@@ -80,6 +80,10 @@ def test_calls_references_copies_and_caches_through_haproxy(balancer, backends):
         while tally.value != changed and time.monotonic() < deadline:
             gevent.sleep(0.01)
         assert tally.value == changed
+        # HAProxy's health checks (a PROXY v2 LOCAL header, then a close)
+        # are nothing to warn about.
+        for child in backends:
+            assert not re.search(r"WARNING|ERROR|Traceback", child.stderr), child.stderr
     finally:
         for client in clients:
             client.close()
