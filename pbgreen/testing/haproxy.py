@@ -64,7 +64,8 @@ backend pbgreen
     option tcp-check
     tcp-check expect string pbgreen
     # A server found dead takes its connections with it: clients reconnect.
-    default-server send-proxy-v2 check inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions
+    # maxconn: fewer than one server process accepts (max_connections).
+    default-server send-proxy-v2 check inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions maxconn 9000
 {servers}"""
 
 _SERVER_LINE = "    server pb{number} {address}\n"

@@ -12,6 +12,7 @@ again within two seconds.
 from __future__ import annotations
 
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -20,11 +21,13 @@ import gevent.event
 
 import pbgreen as pb
 from pbgreen.testing import haproxy
+from pbgreen.testing.processes import Child
 
 import balanced_app  # noqa: F401  (registers Point and TallyCopy in this process)
 
 DEPLOYING = Path(__file__).resolve().parents[2] / "docs" / "deploying.md"
 FAILOVER_BOUND = 2.0   # seconds from the kill to every client's first answer from the survivor
+STUCK_BOUND = 4.0      # the same from a SIGSTOP: two failed health checks, 0.5 s apart, first
 CALL_TIMEOUT = 1.0     # each client's call_timeout
 HANG = 10.0            # no call or getRootObject may take longer than this
 # What a call may raise while its server dies (docs/errors.md): every
@@ -117,7 +120,13 @@ class Caller:
         return next((when for when, who in self.answers if who == pid and when >= since), None)
 
 
-def test_clients_fail_over_to_the_other_server_when_one_is_killed(balancer, backends):
+def fail_over(balancer, backends, fault) -> list[float]:
+    """Six reconnecting clients call in a loop; ``fault(victim)`` hits one server.
+
+    Returns, per client, the seconds from the fault to its first answer from
+    the other server. Every call meanwhile answered or raised a connection
+    error (anything else, or a call hanging, fails the test).
+    """
     stop = gevent.event.Event()
     callers = [Caller(balancer.address, stop) for _ in range(6)]
     try:
@@ -126,24 +135,41 @@ def test_clients_fail_over_to_the_other_server_when_one_is_killed(balancer, back
         victim, survivor = backends
         assert {caller.answers[-1][1] for caller in callers} == {victim.pid, survivor.pid}
 
-        killed_at = time.monotonic()
-        victim.kill()
-        deadline = killed_at + 10
+        hit_at = time.monotonic()
+        fault(victim)
+        deadline = hit_at + 10
         while time.monotonic() < deadline and any(
-                caller.first_answer_from(survivor.pid, killed_at) is None for caller in callers):
+                caller.first_answer_from(survivor.pid, hit_at) is None for caller in callers):
             gevent.sleep(0.02)
         stop.set()
         gevent.joinall([caller.greenlet for caller in callers], timeout=HANG + 5,
                        raise_error=True)
-
-        delays = [caller.first_answer_from(survivor.pid, killed_at) for caller in callers]
+        delays = [caller.first_answer_from(survivor.pid, hit_at) for caller in callers]
         assert None not in delays, f"some clients were never served again: {delays}"
-        delays = [when - killed_at for when in delays]
-        assert max(delays) <= FAILOVER_BOUND, (
-            f"seconds from the kill to each client's first answer from the other server: "
-            f"{[round(d, 2) for d in delays]}")
+        return [round(when - hit_at, 2) for when in delays]
     finally:
         stop.set()
         gevent.killall([caller.greenlet for caller in callers], timeout=5)
         for caller in callers:
             caller.client.close()
+
+
+def test_clients_fail_over_to_the_other_server_when_one_is_killed(balancer, backends):
+    delays = fail_over(balancer, backends, Child.kill)
+    assert max(delays) <= FAILOVER_BOUND, (
+        f"seconds from the SIGKILL to each client's first answer from the other server: "
+        f"{delays}")
+
+
+def test_clients_leave_a_server_that_is_stuck(balancer, backends):
+    # SIGSTOP: the kernel still accepts connections for the process, but it
+    # never answers. The health check (no PB greeting) marks it down and
+    # HAProxy closes its connections, so its clients reconnect elsewhere.
+    victim = backends[0]
+    try:
+        delays = fail_over(balancer, backends, lambda child: child.signal(signal.SIGSTOP))
+    finally:
+        victim.signal(signal.SIGCONT)
+    assert max(delays) <= STUCK_BOUND, (
+        f"seconds from the SIGSTOP to each client's first answer from the other server: "
+        f"{delays}")
