@@ -99,8 +99,10 @@ class PBServer:
         self.proxy_protocol = proxy_protocol
         # The pool is unbounded so the listener never stops accepting: past
         # max_connections a connection is told so and closed, not left hanging.
-        self._server = StreamServer((host, port) if listener is None else listener, self._handle,
-                                    spawn=Pool(), backlog=backlog)
+        if listener is None:
+            self._server = StreamServer((host, port), self._handle, spawn=Pool(), backlog=backlog)
+        else:  # its backlog was set by whoever made it listen
+            self._server = StreamServer(listener, self._handle, spawn=Pool())
 
     @property
     def address(self) -> tuple[str, int]:

@@ -34,24 +34,13 @@ from gevent.event import Event
 import pytest
 
 import pbgreen
+from pbgreen.testing.processes import children
 
 pytest_plugins = ["pytester"]
 
 
 def _children() -> set[int]:
-    me = str(os.getpid())
-    kids = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == me and fields[0] != "Z":
-            kids.add(int(entry))
-    return kids
+    return children(os.getpid())
 
 
 @pytest.fixture(autouse=True)
