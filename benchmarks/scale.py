@@ -76,7 +76,8 @@ def run_client(port: int, connections: int, warmup: float, seconds: float) -> No
     roots = [client.getRootObject() for client in clients]
     for root in roots:
         assert root.callRemote("echo", PAYLOAD) == PAYLOAD
-    print("READY", flush=True)
+    pids = [root.callRemote("pid") for root in roots]
+    print("READY", json.dumps(pids), flush=True)
     if gevent.get_hub().threadpool.spawn(sys.stdin.readline).get().strip() != "GO":
         return
     latencies: list[float] = []
@@ -110,9 +111,22 @@ def percentile(ordered: list[int], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU time the processes ``pids`` have used so far (Linux's /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])   # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def measure(name: str, args: argparse.Namespace) -> dict:
     from pbgreen.testing.haproxy import HAProxy
-    from pbgreen.testing.processes import Child, start
+    from pbgreen.testing.processes import Child, children, start
 
     backends, workers, balanced = SETUPS[name]
     with ExitStack() as stack:
@@ -127,27 +141,42 @@ def measure(name: str, args: argparse.Namespace) -> dict:
                                                stderr=None))
             servers.append(server)
         port = servers[0].port
+        server_pids = set()
+        for server in servers:   # with --workers, the workers are the supervisor's children
+            server_pids |= children(server.pid) | {server.pid}
+        proxy_pids: set[int] = set()
         if balanced:
             proxy = stack.enter_context(HAProxy([("127.0.0.1", s.port) for s in servers]))
             port = proxy.port
+            proxy_pids = {proxy.child.pid}
         clients = [stack.enter_context(Child(
             [sys.executable, __file__, "--role", "client", "--port", str(port),
              "--connections", str(args.connections), "--warmup", str(args.warmup),
              "--seconds", str(args.seconds)], stderr=None, label=f"client {n}"))
             for n in range(args.clients)]
+        served_by: dict[int, int] = {}   # server pid -> connections
         for client in clients:
-            client.expect(r"^READY$", timeout=120)
+            for pid in json.loads(client.expect(r"^READY (.*)$", timeout=120).group(1)):
+                served_by[pid] = served_by.get(pid, 0) + 1
         for client in clients:
             client.send("GO\n")
+        time.sleep(args.warmup)
+        cpu_before = cpu_seconds(server_pids), cpu_seconds(proxy_pids)
         reports = []
         for client in clients:
             line = client.expect(r"^RESULT (.*)$", timeout=args.warmup + args.seconds + 60)
             reports.append(json.loads(line.group(1)))
+        server_cpu = cpu_seconds(server_pids) - cpu_before[0]
+        proxy_cpu = cpu_seconds(proxy_pids) - cpu_before[1]
     latencies = sorted(x for report in reports for x in report["latencies_us"])
     calls_per_s = sum(report["calls"] / report["seconds"] for report in reports)
-    return {"setup": name, "processes": backends * workers, "calls": len(latencies),
+    calls = len(latencies)
+    return {"setup": name, "processes": backends * workers, "calls": calls,
             "calls_per_s": calls_per_s, "p50_ms": percentile(latencies, 0.50) / 1000,
-            "p99_ms": percentile(latencies, 0.99) / 1000}
+            "p99_ms": percentile(latencies, 0.99) / 1000,
+            "server_cpu_us_per_call": server_cpu / calls * 1e6,
+            "haproxy_cpu_us_per_call": proxy_cpu / calls * 1e6,
+            "connections_per_process": sorted(served_by.values(), reverse=True)}
 
 
 def main() -> None:
@@ -158,7 +187,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50, help="connections per client")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds not counted")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds counted")
-    parser.add_argument("--quick", action="store_true", help="2 x 20 connections, 1 s")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds; the table shows each setup's median round")
+    parser.add_argument("--quick", action="store_true", help="2 x 20 connections, 1 s, 1 round")
     parser.add_argument("--setups", help="comma-separated numbers of the setups to run "
                         "(1-4, in the order of the table)")
     parser.add_argument("--json", help="also write the results to this file")
@@ -169,25 +200,35 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the finally blocks
     if args.quick:
         args.clients, args.connections, args.warmup, args.seconds = 2, 20, 0.5, 1.0
+        args.repeats = 1
     names = list(SETUPS)
     if args.setups:
         names = [names[int(n) - 1] for n in args.setups.split(",")]
     print(f"{args.clients} client processes x {args.connections} connections, echo of "
           f"{len(PAYLOAD)} characters, {args.seconds:g} s counted after {args.warmup:g} s; "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
-    results = [measure(name, args) for name in names]
+    rounds: dict[str, list[dict]] = {name: [] for name in names}
+    for round_number in range(args.repeats):   # interleaved, each round in another order
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            rounds[name].append(measure(name, args))
+    results = [sorted(runs, key=lambda r: r["calls_per_s"])[len(runs) // 2]
+               for runs in rounds.values()]
     base = next((r for r in results if r["setup"] == "direct, 1 worker"), results[0])
-    print(f"\n{'setup':<20} {'server processes':>16} {'calls/s':>9} {'ratio':>6} "
-          f"{'p50 ms':>7} {'p99 ms':>7}")
+    print(f"\n{'setup':<20} {'calls/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'server CPU':>10} {'HAProxy CPU':>11}  connections per server process")
+    print(f"{'':<20} {'':>8} {'':>6} {'':>7} {'':>7} {'µs/call':>10} {'µs/call':>11}")
     for r in results:
         r["ratio"] = r["calls_per_s"] / base["calls_per_s"]
-        print(f"{r['setup']:<20} {r['processes']:>16} {r['calls_per_s']:>9.0f} "
-              f"{r['ratio']:>6.2f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f}")
-    print(f"\nload average after: {os.getloadavg()[0]:.2f}; ratio = calls/s / "
-          f"{base['setup']}'s")
+        spread = "/".join(str(n) for n in r["connections_per_process"])
+        print(f"{r['setup']:<20} {r['calls_per_s']:>8.0f} {r['ratio']:>6.2f} "
+              f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['server_cpu_us_per_call']:>10.0f} "
+              f"{r['haproxy_cpu_us_per_call']:>11.0f}  {spread}")
+    print(f"\nmedian of {args.repeats} interleaved round(s); ratio = calls/s / "
+          f"{base['setup']}'s; load average after: {os.getloadavg()[0]:.2f}")
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"args": vars(args), "results": results}, out, indent=2)
+            json.dump({"args": vars(args), "results": results, "rounds": rounds}, out, indent=2)
 
 
 if __name__ == "__main__":
