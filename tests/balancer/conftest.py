@@ -4,6 +4,9 @@
     Two ``pbgreen serve balanced_app:Service --proxy-protocol --port 0``
     processes on 127.0.0.1 (``processes.Child``, with ``.port``); both are
     stopped after the test, whatever it did to them.
+``serve_backend(*extra)``
+    Start one more such server, with extra options (e.g. ``--workers 2``);
+    each is stopped after the test.
 ``balancer``
     A running ``pbgreen.testing.haproxy.HAProxy`` in front of ``backends``,
     with the configuration ``docs/deploying.md`` shows; connect to its
@@ -20,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import gevent
 import pytest
@@ -29,7 +32,7 @@ from pbgreen.testing.haproxy import HAProxy, HAProxyMissing, find_haproxy
 from pbgreen.testing.processes import Child, start
 
 HERE = Path(__file__).resolve().parent
-SERVING = r" on 127\.0\.0\.1:(\d+)$"   # pbgreen serve's ready line
+SERVING = r" on 127\.0\.0\.1:(\d+)"   # pbgreen serve's ready line
 SKIP_VARIABLE = "PBGREEN_SKIP_HAPROXY"
 
 
@@ -46,10 +49,10 @@ def haproxy_installed() -> str:
                 pytrace=False)
 
 
-def serve_backend() -> Child:
-    """``pbgreen serve balanced_app:Service --proxy-protocol`` on a free port of 127.0.0.1."""
+def start_backend(*extra: str) -> Child:
+    """``pbgreen serve balanced_app:Service --proxy-protocol EXTRA...`` on a free port of 127.0.0.1."""
     return start([sys.executable, "-m", "pbgreen", "serve", "balanced_app:Service",
-                  "--proxy-protocol", "--host", "127.0.0.1", "--port", "0"],
+                  "--proxy-protocol", "--host", "127.0.0.1", "--port", "0", *extra],
                  SERVING, timeout=30, cwd=HERE, sleep=gevent.sleep)
 
 
@@ -58,11 +61,24 @@ def backends(haproxy_installed: str) -> Iterator[list[Child]]:
     started: list[Child] = []
     try:
         for _ in range(2):
-            started.append(serve_backend())
+            started.append(start_backend())
         yield started
     finally:
         for child in started:
             child.stop(timeout=10)
+
+
+@pytest.fixture
+def serve_backend(haproxy_installed: str) -> Iterator[Callable[..., Child]]:
+    started: list[Child] = []
+
+    def serve(*extra: str) -> Child:
+        started.append(start_backend(*extra))
+        return started[-1]
+
+    yield serve
+    for child in started:
+        child.stop(timeout=10)
 
 
 @pytest.fixture

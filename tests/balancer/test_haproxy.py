@@ -21,6 +21,7 @@ import gevent.event
 
 import pbgreen as pb
 from pbgreen.testing import haproxy
+from pbgreen.testing.haproxy import HAProxy
 from pbgreen.testing.processes import Child
 
 import balanced_app  # noqa: F401  (registers Point and TallyCopy in this process)
@@ -90,6 +91,29 @@ def test_calls_references_copies_and_caches_through_haproxy(balancer, backends):
     finally:
         for client in clients:
             client.close()
+
+
+def test_workers_behind_haproxy_see_each_client(serve_backend):
+    # One `pbgreen serve --workers 2 --proxy-protocol` behind HAProxy: the
+    # connections reach both worker processes, and each reports its
+    # client's own address.
+    server = serve_backend("--workers", "2")
+    with HAProxy([("127.0.0.1", server.port)], sleep=gevent.sleep) as proxy:
+        workers = set()
+        clients = []
+        try:
+            deadline = time.monotonic() + 15
+            while len(workers) < 2 and time.monotonic() < deadline:
+                clients.append(pb.PBClient(*proxy.address, timeout=10))
+                root = clients[-1].getRootObject()
+                pid, peer = root.callRemote("whoami")
+                assert peer == own_address(root)
+                assert pid != server.pid, "the supervisor served a connection itself"
+                workers.add(pid)
+            assert len(workers) == 2, f"{len(clients)} connections all reached one worker"
+        finally:
+            for client in clients:
+                client.close()
 
 
 class Caller:
