@@ -178,34 +178,41 @@ def test_restart_delay_doubles_up_to_its_cap():
     assert restart_delay(8) == restart_delay(1000) == MAX_BACKOFF == 30
 
 
+def sigterm_during_a_call(server, client, seconds):
+    """Start a call of ``seconds``, SIGTERM the supervisor once it runs; its AsyncResult."""
+    answer = client.getRootObject().callRemoteAsync("work", seconds)
+    server.expect(r"^WORK STARTED \d+$", timeout=20)
+    server.signal(signal.SIGTERM)
+    return answer
+
+
+def assert_all_gone(server, workers):
+    assert "Traceback" not in server.stderr, server.stderr
+    assert not [pid for pid in workers if alive(pid)]
+
+
 def test_sigterm_lets_running_calls_finish_then_everything_exits(serve, workerapp):
     server, port = serve("workerapp:Root", "--workers", "2", "--graceful-timeout", "20")
     workers = children(server.pid)
     with pb.PBClient("127.0.0.1", port, timeout=10) as client:
-        answer = client.getRootObject().callRemoteAsync("work", 1.5)
-        server.expect(r"^WORK STARTED \d+$", timeout=20)
-        server.signal(signal.SIGTERM)
+        answer = sigterm_during_a_call(server, client, 1.5)
         assert answer.get(timeout=20) == "work done"
     assert server.wait(20) == 0
-    assert "Traceback" not in server.stderr, server.stderr
-    assert not [pid for pid in workers if alive(pid)]
+    assert_all_gone(server, workers)
 
 
 def test_a_second_sigterm_stops_at_once(serve, workerapp):
     server, port = serve("workerapp:Root", "--workers", "2", "--graceful-timeout", "60")
     workers = children(server.pid)
     with pb.PBClient("127.0.0.1", port, timeout=10) as client:
-        answer = client.getRootObject().callRemoteAsync("work", 60)
-        server.expect(r"^WORK STARTED \d+$", timeout=20)
-        server.signal(signal.SIGTERM)
+        answer = sigterm_during_a_call(server, client, 60)
         assert server.wait_for_text("SIGTERM: stopping 2 workers", stream="stderr", timeout=10)
         assert server.wait(0.5) is None, "the first SIGTERM did not wait for the running call"
         server.signal(signal.SIGTERM)
         assert server.wait(15) == 1
         with pytest.raises(pb.PBConnectionLost):
             answer.get(timeout=10)
-    assert "Traceback" not in server.stderr, server.stderr
-    assert not [pid for pid in workers if alive(pid)]
+    assert_all_gone(server, workers)
 
 
 def test_sigint_stops_the_workers_once(serve, workerapp):
@@ -215,8 +222,8 @@ def test_sigint_stops_the_workers_once(serve, workerapp):
     for pid in (*workers, server.pid):  # as a terminal's Ctrl-C does
         os.kill(pid, signal.SIGINT)
     assert server.wait(20) == 0
-    assert "again" not in server.stderr and "Traceback" not in server.stderr, server.stderr
-    assert not [pid for pid in workers if alive(pid)]
+    assert "again" not in server.stderr, server.stderr
+    assert_all_gone(server, workers)
 
 
 def test_workers_exit_when_the_supervisor_is_killed(serve, workerapp):
@@ -281,4 +288,4 @@ def test_worker_pool_library_entry_point(workerapp):
             client.close()
         supervisor.signal(signal.SIGTERM)
         assert supervisor.wait(20) == 0
-        assert not [pid for pid in pids if alive(pid)]
+        assert_all_gone(supervisor, pids)
