@@ -48,14 +48,21 @@ WORKER_APP = textwrap.dedent('''
 
 POOL_SCRIPT = textwrap.dedent('''
     import sys
+    import threading
 
     from pbgreen.workers import WorkerPool
     from workerapp import Root
+
+    def stop_on_request(pool):
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                pool.stop()
 
     if __name__ == "__main__":
         pool = WorkerPool(Root, host="127.0.0.1", port=0, workers=2, log_level="INFO",
                           graceful_timeout=5, max_calls=10)
         pool.start()
+        threading.Thread(target=stop_on_request, args=(pool,), daemon=True).start()
         print("PORT", pool.address[1], *pool.pids, flush=True)
         sys.exit(pool.serve_forever())
 ''')
@@ -277,7 +284,8 @@ def test_a_root_that_cannot_load_is_one_line(run_cli, workerapp):
     assert "Traceback" not in result.stderr
 
 
-def test_worker_pool_library_entry_point(workerapp):
+@pytest.mark.parametrize("how", ["SIGTERM", "stop() from another thread"])
+def test_worker_pool_library_entry_point(workerapp, how):
     (workerapp / "poolscript.py").write_text(POOL_SCRIPT)
     with start([sys.executable, "poolscript.py"], ready=r"^PORT (\d+) (\d+) (\d+)$",
                cwd=workerapp, timeout=30) as supervisor:
@@ -286,6 +294,13 @@ def test_worker_pool_library_entry_point(workerapp):
         reached = connections_to_every_worker(supervisor.port, pids)
         for client, _ in reached.values():
             client.close()
-        supervisor.signal(signal.SIGTERM)
+        if how == "SIGTERM":
+            supervisor.signal(signal.SIGTERM)
+        else:
+            supervisor.send("stop\n")
         assert supervisor.wait(20) == 0
         assert_all_gone(supervisor, pids)
+        # each worker stopped gracefully, with the pool's graceful_timeout
+        stops = re.findall(r"INFO pbgreen.cli\[(\d+)\]: SIGTERM: stopping; running calls have "
+                           r"up to 5 s", supervisor.stderr)
+        assert {int(pid) for pid in stops} == pids, supervisor.stderr
