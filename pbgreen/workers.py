@@ -23,11 +23,12 @@ ready pipes and on a wake-up pipe that its SIGCHLD, SIGTERM and SIGINT
 handlers write to. A worker that exits is logged at WARNING with its exit
 status and started again; one that keeps dying within ``QUICK_DEATH``
 seconds of its start is started again at once the first time, then after
-0.5 s, 1 s, 2 s ... capped at ``MAX_BACKOFF`` (``restart_delay``). On SIGTERM or SIGINT the supervisor closes its copy of
-the socket, sends SIGTERM to every worker (each does
+0.5 s, 1 s, 2 s ... capped at ``MAX_BACKOFF`` (``restart_delay``). On
+SIGTERM or SIGINT (or ``stop()``) the supervisor closes its copy of the
+socket, sends SIGTERM to every worker (each does
 ``PBServer.stop(timeout=graceful_timeout)``: running calls finish), waits
-for them and returns 0; a second signal makes the workers exit at once
-(status 1). Workers ignore SIGINT: a Ctrl-C reaches the whole process
+for them and returns 0; a second request sends a second SIGTERM, on which
+the workers exit at once (status 1). Workers ignore SIGINT: a Ctrl-C reaches the whole process
 group, and the supervisor relays it as SIGTERM.
 
 Standard library only in this process: gevent is imported by the workers.
@@ -102,9 +103,13 @@ def factory_spec(factory: str | Callable[[], Any]) -> tuple[str, str | None]:
 
 
 def listen(host: str, port: int, backlog: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` and listening (``port=0``: a free port)."""
+    """A TCP socket bound to ``host:port`` and listening (``port=0``: a free port).
+
+    IPv6 when ``host`` holds a colon, else IPv4, as ``PBServer`` chooses.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     family, kind, proto, _, address = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        host or None, port, family, socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -185,7 +190,8 @@ class WorkerPool:
         self._lifeline: tuple[int, int] | None = None
         self._wakeup: tuple[int, int] | None = None
         self._slots = [_Worker(number) for number in range(1, self.workers + 1)]
-        self._signals: list[int] = []
+        self._stop_requests: list[str] = []  # why: "SIGTERM", "stop()"; a second one hurries
+        self._previous: dict[int, Any] = {}
         self._stopping = False
 
     # ------------------------------------------------------------------ public
@@ -228,14 +234,16 @@ class WorkerPool:
             raise
 
     def serve_forever(self) -> int:
-        """Start if needed, supervise until SIGTERM or SIGINT, stop; the exit status.
+        """Start if needed, supervise until SIGTERM, SIGINT or ``stop()``; the exit status.
 
-        0 after a graceful stop, 1 when a second signal cut it short.
+        Then every worker stops gracefully: 0, or 1 when a second signal (or
+        ``stop()``) cut that short. Signals are caught when this runs in the
+        main thread; from another thread, call ``stop()``.
         """
         if self._listener is None:
             self.start()
         try:
-            while not self._signals:
+            while not self._stop_requests:
                 self._step(self._next_timeout())
         finally:
             status = self._shutdown(graceful=True)
@@ -271,7 +279,7 @@ class WorkerPool:
                 raise TimeoutError(f"pbgreen workers did not start serving within the "
                                    f"deadline (pids {self.pids})")
             self._step(left, starting=True)
-            if self._signals:
+            if self._stop_requests:
                 raise KeyboardInterrupt
 
     def _step(self, timeout: float | None, starting: bool = False) -> None:
@@ -326,22 +334,29 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ stopping
 
-    def _install_handlers(self) -> None:
-        assert self._wakeup is not None
-        wake = self._wakeup[1]
+    def stop(self) -> None:
+        """Make ``serve_forever`` stop every worker gracefully (a second call: at once).
 
-        def on_signal(signum: int, frame: Any) -> None:
-            if signum != signal.SIGCHLD:
-                self._signals.append(signum)
-                if len(self._signals) > 1:  # a second one: the workers stop at once
-                    for pid in self.pids:
-                        _kill(pid, signal.SIGTERM)
+        Safe from any thread and from a signal handler.
+        """
+        self._request_stop("stop()")
+
+    def _request_stop(self, reason: str | None) -> None:
+        """Record why we stop (``None``: only wake the loop) and wake it."""
+        if reason is not None:
+            self._stop_requests.append(reason)
+        wakeup = self._wakeup
+        if wakeup is not None:
             try:
-                os.write(wake, b"!")
+                os.write(wakeup[1], b"!")
             except OSError:
-                pass
+                pass  # the pipe is full: the loop is awake already
 
-        self._previous = {}
+    def _install_handlers(self) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
+            self._request_stop(None if signum == signal.SIGCHLD
+                               else signal.Signals(signum).name)
+
         if threading.current_thread() is not threading.main_thread():
             return  # signals reach only the main thread: stop() is not offered yet
         for signum in (*_RELAYED, signal.SIGCHLD):
@@ -350,16 +365,22 @@ class WorkerPool:
     def _shutdown(self, graceful: bool) -> int:
         """Stop every worker (gracefully: SIGTERM, then wait), close everything; the status."""
         self._stopping = True
-        if self._signals:
+        if self._stop_requests:
             log.info("%s: stopping %d workers; running calls have up to %g s to finish",
-                     signal.Signals(self._signals[0]).name, len(self.pids),
-                     self.graceful_timeout)
+                     self._stop_requests[0], len(self.pids), self.graceful_timeout)
         if self._listener is not None:
             self._listener.close()  # the workers keep it open until each has stopped
         for pid in self.pids:
             _kill(pid, signal.SIGTERM if graceful else signal.SIGKILL)
+        hurried = False
         deadline = time.monotonic() + (self.graceful_timeout + STOP_MARGIN if graceful else 5)
         while self.pids and time.monotonic() < deadline:
+            if len(self._stop_requests) > 1 and not hurried:  # a second SIGTERM: at once
+                log.warning("%s again: stopping the workers without waiting for running "
+                            "calls", self._stop_requests[1])
+                hurried = True
+                for pid in self.pids:
+                    _kill(pid, signal.SIGTERM)
             self._step(min(0.5, max(0.0, deadline - time.monotonic())))
         for slot in self._slots:
             if slot.process is not None and slot.process.returncode is None:
@@ -376,7 +397,7 @@ class WorkerPool:
                 os.close(pair[0])
                 os.close(pair[1])
         self._lifeline = self._wakeup = None
-        return 1 if len(self._signals) > 1 else 0
+        return 1 if len(self._stop_requests) > 1 else 0
 
 
 def restart_delay(quick_deaths: int) -> float:

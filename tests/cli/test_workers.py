@@ -48,14 +48,21 @@ WORKER_APP = textwrap.dedent('''
 
 POOL_SCRIPT = textwrap.dedent('''
     import sys
+    import threading
 
     from pbgreen.workers import WorkerPool
     from workerapp import Root
+
+    def stop_on_request(pool):
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                pool.stop()
 
     if __name__ == "__main__":
         pool = WorkerPool(Root, host="127.0.0.1", port=0, workers=2, log_level="INFO",
                           graceful_timeout=5, max_calls=10)
         pool.start()
+        threading.Thread(target=stop_on_request, args=(pool,), daemon=True).start()
         print("PORT", pool.address[1], *pool.pids, flush=True)
         sys.exit(pool.serve_forever())
 ''')
@@ -178,34 +185,41 @@ def test_restart_delay_doubles_up_to_its_cap():
     assert restart_delay(8) == restart_delay(1000) == MAX_BACKOFF == 30
 
 
+def sigterm_during_a_call(server, client, seconds):
+    """Start a call of ``seconds``, SIGTERM the supervisor once it runs; its AsyncResult."""
+    answer = client.getRootObject().callRemoteAsync("work", seconds)
+    server.expect(r"^WORK STARTED \d+$", timeout=20)
+    server.signal(signal.SIGTERM)
+    return answer
+
+
+def assert_all_gone(server, workers):
+    assert "Traceback" not in server.stderr, server.stderr
+    assert not [pid for pid in workers if alive(pid)]
+
+
 def test_sigterm_lets_running_calls_finish_then_everything_exits(serve, workerapp):
     server, port = serve("workerapp:Root", "--workers", "2", "--graceful-timeout", "20")
     workers = children(server.pid)
     with pb.PBClient("127.0.0.1", port, timeout=10) as client:
-        answer = client.getRootObject().callRemoteAsync("work", 1.5)
-        server.expect(r"^WORK STARTED \d+$", timeout=20)
-        server.signal(signal.SIGTERM)
+        answer = sigterm_during_a_call(server, client, 1.5)
         assert answer.get(timeout=20) == "work done"
     assert server.wait(20) == 0
-    assert "Traceback" not in server.stderr, server.stderr
-    assert not [pid for pid in workers if alive(pid)]
+    assert_all_gone(server, workers)
 
 
 def test_a_second_sigterm_stops_at_once(serve, workerapp):
     server, port = serve("workerapp:Root", "--workers", "2", "--graceful-timeout", "60")
     workers = children(server.pid)
     with pb.PBClient("127.0.0.1", port, timeout=10) as client:
-        answer = client.getRootObject().callRemoteAsync("work", 60)
-        server.expect(r"^WORK STARTED \d+$", timeout=20)
-        server.signal(signal.SIGTERM)
+        answer = sigterm_during_a_call(server, client, 60)
         assert server.wait_for_text("SIGTERM: stopping 2 workers", stream="stderr", timeout=10)
         assert server.wait(0.5) is None, "the first SIGTERM did not wait for the running call"
         server.signal(signal.SIGTERM)
         assert server.wait(15) == 1
         with pytest.raises(pb.PBConnectionLost):
             answer.get(timeout=10)
-    assert "Traceback" not in server.stderr, server.stderr
-    assert not [pid for pid in workers if alive(pid)]
+    assert_all_gone(server, workers)
 
 
 def test_sigint_stops_the_workers_once(serve, workerapp):
@@ -215,8 +229,8 @@ def test_sigint_stops_the_workers_once(serve, workerapp):
     for pid in (*workers, server.pid):  # as a terminal's Ctrl-C does
         os.kill(pid, signal.SIGINT)
     assert server.wait(20) == 0
-    assert "again" not in server.stderr and "Traceback" not in server.stderr, server.stderr
-    assert not [pid for pid in workers if alive(pid)]
+    assert "again" not in server.stderr, server.stderr
+    assert_all_gone(server, workers)
 
 
 def test_workers_exit_when_the_supervisor_is_killed(serve, workerapp):
@@ -270,7 +284,8 @@ def test_a_root_that_cannot_load_is_one_line(run_cli, workerapp):
     assert "Traceback" not in result.stderr
 
 
-def test_worker_pool_library_entry_point(workerapp):
+@pytest.mark.parametrize("how", ["SIGTERM", "stop() from another thread"])
+def test_worker_pool_library_entry_point(workerapp, how):
     (workerapp / "poolscript.py").write_text(POOL_SCRIPT)
     with start([sys.executable, "poolscript.py"], ready=r"^PORT (\d+) (\d+) (\d+)$",
                cwd=workerapp, timeout=30) as supervisor:
@@ -279,6 +294,13 @@ def test_worker_pool_library_entry_point(workerapp):
         reached = connections_to_every_worker(supervisor.port, pids)
         for client, _ in reached.values():
             client.close()
-        supervisor.signal(signal.SIGTERM)
+        if how == "SIGTERM":
+            supervisor.signal(signal.SIGTERM)
+        else:
+            supervisor.send("stop\n")
         assert supervisor.wait(20) == 0
-        assert not [pid for pid in pids if alive(pid)]
+        assert_all_gone(supervisor, pids)
+        # each worker stopped gracefully, with the pool's graceful_timeout
+        stops = re.findall(r"INFO pbgreen.cli\[(\d+)\]: SIGTERM: stopping; running calls have "
+                           r"up to 5 s", supervisor.stderr)
+        assert {int(pid) for pid in stops} == pids, supervisor.stderr
