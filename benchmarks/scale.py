@@ -124,6 +124,19 @@ def cpu_seconds(pids) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def switches(pids) -> int:
+    """Context switches (voluntary and not) the processes ``pids`` have made so far."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                total += sum(int(line.split()[1]) for line in status
+                             if "ctxt_switches:" in line)
+        except OSError:
+            continue
+    return total
+
+
 def measure(name: str, args: argparse.Namespace) -> dict:
     from pbgreen.testing.haproxy import HAProxy
     from pbgreen.testing.processes import Child, children, start
@@ -161,13 +174,14 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         for client in clients:
             client.send("GO\n")
         time.sleep(args.warmup)
-        cpu_before = cpu_seconds(server_pids), cpu_seconds(proxy_pids)
+        cpu_before = cpu_seconds(server_pids), cpu_seconds(proxy_pids), switches(server_pids)
         reports = []
         for client in clients:
             line = client.expect(r"^RESULT (.*)$", timeout=args.warmup + args.seconds + 60)
             reports.append(json.loads(line.group(1)))
         server_cpu = cpu_seconds(server_pids) - cpu_before[0]
         proxy_cpu = cpu_seconds(proxy_pids) - cpu_before[1]
+        server_switches = switches(server_pids) - cpu_before[2]
     latencies = sorted(x for report in reports for x in report["latencies_us"])
     calls_per_s = sum(report["calls"] / report["seconds"] for report in reports)
     calls = len(latencies)
@@ -176,6 +190,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             "p99_ms": percentile(latencies, 0.99) / 1000,
             "server_cpu_us_per_call": server_cpu / calls * 1e6,
             "haproxy_cpu_us_per_call": proxy_cpu / calls * 1e6,
+            "server_switches_per_100_calls": server_switches / calls * 100,
             "connections_per_process": sorted(served_by.values(), reverse=True)}
 
 
@@ -216,14 +231,16 @@ def main() -> None:
                for runs in rounds.values()]
     base = next((r for r in results if r["setup"] == "direct, 1 worker"), results[0])
     print(f"\n{'setup':<20} {'calls/s':>8} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'server CPU':>10} {'HAProxy CPU':>11}  connections per server process")
-    print(f"{'':<20} {'':>8} {'':>6} {'':>7} {'':>7} {'µs/call':>10} {'µs/call':>11}")
+          f"{'server CPU':>10} {'HAProxy CPU':>11} {'server switches':>15}  connections per")
+    print(f"{'':<20} {'':>8} {'':>6} {'':>7} {'':>7} {'µs/call':>10} {'µs/call':>11} "
+          f"{'per 100 calls':>15}  server process")
     for r in results:
         r["ratio"] = r["calls_per_s"] / base["calls_per_s"]
         spread = "/".join(str(n) for n in r["connections_per_process"])
         print(f"{r['setup']:<20} {r['calls_per_s']:>8.0f} {r['ratio']:>6.2f} "
               f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['server_cpu_us_per_call']:>10.0f} "
-              f"{r['haproxy_cpu_us_per_call']:>11.0f}  {spread}")
+              f"{r['haproxy_cpu_us_per_call']:>11.0f} "
+              f"{r['server_switches_per_100_calls']:>15.1f}  {spread}")
     print(f"\nmedian of {args.repeats} interleaved round(s); ratio = calls/s / "
           f"{base['setup']}'s; load average after: {os.getloadavg()[0]:.2f}")
     if args.json:
