@@ -304,3 +304,15 @@ def test_worker_pool_library_entry_point(workerapp, how):
         stops = re.findall(r"INFO pbgreen.cli\[(\d+)\]: SIGTERM: stopping; running calls have "
                            r"up to 5 s", supervisor.stderr)
         assert {int(pid) for pid in stops} == pids, supervisor.stderr
+
+
+def test_workers_usage_mistakes_are_one_line(run_cli, workerapp, one_line_error):
+    one_line_error(run_cli("serve", "workerapp:Root", "--workers", "-1", cwd=workerapp),
+                   "--workers", "0 (one per CPU) or more", "'-1'")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        one_line_error(run_cli("serve", "workerapp:Root", "--port", str(port), "--workers", "2",
+                               cwd=workerapp),
+                       f"cannot listen on 127.0.0.1:{port}", "Address already in use")

@@ -172,3 +172,18 @@ def test_without_the_option_a_header_is_never_trusted(pb_server, proxy, caplog):
     with pb.PBClient("127.0.0.1", server.address[1], timeout=10) as client:
         assert client.getRootObject().callRemote("peer") == \
             client.connection.sock.getsockname()[:2]
+
+
+@pytest.mark.parametrize("header", [CLAIMED["v1 TCP6"][0](None), CLAIMED["v2 with TLVs"][0](None)],
+                         ids=["v1", "v2"])
+def test_a_header_arriving_in_pieces(header, pb_server, caplog):
+    """Each piece is taken as it comes; the greeting follows the last one."""
+    server = pb_server(Peers(), proxy_protocol=True, handshake_timeout=5)
+    with caplog.at_level(logging.WARNING, logger="pbgreen.server"):
+        with socket.create_connection(server.address, timeout=10) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for start in range(0, len(header), 7):
+                sock.sendall(header[start:start + 7])
+                gevent.sleep(0.005)  # separate segments, so the server reads them apart
+            assert sock.recv(1)  # the PB greeting: the header was complete and accepted
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
