@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 CORE_MODULES = ["errors", "banana", "_security", "_unjelly", "jelly", "flavors", "plaincodec", "events", "_refs",
-                "_failure", "protocol", "dispatch", "cred", "reference", "testing",
+                "_failure", "protocol", "dispatch", "cred", "reference", "proxyproto", "testing",
                 "testing.pump", "testing.processes"]
 
 BLOCKED_IMPORT = textwrap.dedent(
