@@ -7,8 +7,11 @@ pipe. The worker loads the root the same way ``pbgreen serve`` does, serves
 on the inherited socket, writes one byte on the ready pipe, and then runs
 until SIGTERM from the supervisor, or end-of-file on the lifeline (the
 supervisor is gone, even by SIGKILL); either way it stops gracefully
-(``PBServer.stop(timeout=graceful_timeout)``) and exits 0. A second SIGTERM
-exits at once with status 1. SIGINT is ignored: the supervisor relays it.
+(``PBServer.stop(timeout=graceful_timeout)``) and exits 0. Further SIGTERMs
+change nothing: one sent to the whole process group (systemd's default
+``KillMode=control-group``) arrives beside the supervisor's relayed one, and
+the supervisor hurries a stop with SIGKILL instead. SIGINT is ignored: the
+supervisor relays it.
 A root that cannot be loaded is reported as one line on stderr, exit 2.
 """
 
@@ -50,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.write(config["ready_fd"], b"1")
     os.close(config["ready_fd"])
     status = cli.run_until_stopped(server, config["graceful_timeout"], (signal.SIGTERM,),
-                                   lifeline_fd=config["lifeline_fd"])
+                                   lifeline_fd=config["lifeline_fd"],
+                                   second_signal_hurries=False)
     logging.getLogger("pbgreen.workers").info("worker stopped")
     return status
 

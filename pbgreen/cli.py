@@ -416,11 +416,13 @@ def _print_serving(target: str, address: tuple[str, int], tls: bool, workers: in
 
 def run_until_stopped(server: Any, graceful_timeout: float,
                       signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
-                      lifeline_fd: int | None = None) -> int:
+                      lifeline_fd: int | None = None, second_signal_hurries: bool = True) -> int:
     """Serve until one of ``signals`` (or EOF on ``lifeline_fd``), then stop gracefully.
 
     A second signal during the graceful stop exits the process at once with
-    status 1. Returns 0, or 1 if stopping failed.
+    status 1, unless ``second_signal_hurries`` is false (a worker: a SIGTERM
+    sent to the whole process group and the one its supervisor relays are
+    the same request). Returns 0, or 1 if stopping failed.
     """
     import gevent
     from gevent.event import Event
@@ -433,6 +435,8 @@ def run_until_stopped(server: Any, graceful_timeout: float,
     status = [0]
 
     def stop(reason: str) -> None:
+        if signals_seen and not second_signal_hurries:
+            return
         if signals_seen:  # a second Ctrl-C: do not wait for the running calls
             log.warning("%s again: exiting without waiting for running calls", reason)
             sys.stdout.flush()

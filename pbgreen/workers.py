@@ -27,8 +27,9 @@ seconds of its start is started again at once the first time, then after
 SIGTERM or SIGINT (or ``stop()``) the supervisor closes its copy of the
 socket, sends SIGTERM to every worker (each does
 ``PBServer.stop(timeout=graceful_timeout)``: running calls finish), waits
-for them and returns 0; a second request sends a second SIGTERM, on which
-the workers exit at once (status 1). Workers ignore SIGINT: a Ctrl-C reaches the whole process
+for them and returns 0; a second request kills the workers at once
+(SIGKILL; status 1). A worker takes any number of SIGTERMs as one request,
+so a signal sent to the whole group (systemd's default) changes nothing. Workers ignore SIGINT: a Ctrl-C reaches the whole process
 group, and the supervisor relays it as SIGTERM.
 
 Standard library only in this process: gevent is imported by the workers.
@@ -380,7 +381,7 @@ class WorkerPool:
                             "calls", self._stop_requests[1])
                 hurried = True
                 for pid in self.pids:
-                    _kill(pid, signal.SIGTERM)
+                    _kill(pid, signal.SIGKILL)
             self._step(min(0.5, max(0.0, deadline - time.monotonic())))
         for slot in self._slots:
             if slot.process is not None and slot.process.returncode is None:

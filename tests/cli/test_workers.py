@@ -208,6 +208,21 @@ def test_sigterm_lets_running_calls_finish_then_everything_exits(serve, workerap
     assert_all_gone(server, workers)
 
 
+def test_sigterm_to_the_whole_group_still_lets_running_calls_finish(serve, workerapp):
+    """systemd's default KillMode=control-group signals every process at once."""
+    server, port = serve("workerapp:Root", "--workers", "2", "--graceful-timeout", "20")
+    workers = children(server.pid)
+    with pb.PBClient("127.0.0.1", port, timeout=10) as client:
+        answer = client.getRootObject().callRemoteAsync("work", 1.5)
+        server.expect(r"^WORK STARTED \d+$", timeout=20)
+        for pid in (*workers, server.pid):
+            os.kill(pid, signal.SIGTERM)
+        assert answer.get(timeout=20) == "work done"
+    assert server.wait(20) == 0
+    assert "again" not in server.stderr, server.stderr
+    assert_all_gone(server, workers)
+
+
 def test_a_second_sigterm_stops_at_once(serve, workerapp):
     server, port = serve("workerapp:Root", "--workers", "2", "--graceful-timeout", "60")
     workers = children(server.pid)
