@@ -77,7 +77,7 @@ def _malformed(what: str, sexp: Any) -> InsecureJelly:
 class Unjellier:
     """One deserialization; references are resolved within it."""
 
-    __slots__ = ("context", "perspective", "security", "claimed", "_refs", "_waiting")
+    __slots__ = ("context", "perspective", "security", "claimed", "_refs", "_waiting", "_late")
 
     def __init__(self, context: Any = None, perspective: Any = None,
                  security: SecurityOptions | None = None) -> None:
@@ -88,6 +88,8 @@ class Unjellier:
         self.claimed: list[Any] = []
         self._refs: dict[Any, Any] = {}
         self._waiting: dict[Any, _Unresolved] = {}
+        #: Immutable containers built late; each must be finished by the end.
+        self._late: list[_Unresolved] = []
 
     def unjellyFull(self, sexp: Any) -> Any:
         """Rebuild a whole value; every dereference must resolve."""
@@ -99,9 +101,10 @@ class Unjellier:
             raise InsecureJelly("value from the peer is nested too deeply") from None
         if self._waiting:
             raise InsecureJelly(f"dereference to unknown reference ids {sorted(map(repr, self._waiting))}")
-        if type(result) is _Unresolved:
-            if not result.done:
+        for late in self._late:  # a tuple holding itself, at any depth
+            if not late.done:
                 raise InsecureJelly("value never finished building (circular immutable structure)")
+        if type(result) is _Unresolved:
             result = result.value
         return result
 
@@ -251,6 +254,7 @@ class Unjellier:
                 self._define(refid, value)
             return value
         late = _Unresolved()
+        self._late.append(late)
         count = [len(pending)]
 
         def fill(index: int) -> Callable[[Any], None]:
