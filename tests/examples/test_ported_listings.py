@@ -180,12 +180,11 @@ def test_pb6_ported_server_with_the_twisted_clients(start_server):
     server = start_server("pb6server.py")
     for listing, user, number in [("pb6client1.py", "user1", 13), ("pb6client2.py", "user2", 14)]:
         # Twisted's pb6 clients never stop their reactor: wait for the
-        # server to run the call, then stop the client.
+        # answer to reach the client, then stop it.
         with Child(twisted_argv(listing, str(server.port)), cwd=LISTINGS) as client:
             assert server.wait_for_text(f"I am {user}: perspective_foo({number})",
                                         timeout=WAIT), server.describe() + client.describe()
-            assert client.wait_for_text(f"asking it to foo({number})", timeout=WAIT), (
-                client.describe())
+            assert client.wait_for_text("answered foo", timeout=WAIT), client.describe()
             client.stop(timeout=STOP_TIMEOUT)
         assert_twisted_clean(client.stdout + client.stderr)
     server.stop()

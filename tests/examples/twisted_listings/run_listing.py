@@ -3,7 +3,7 @@
 Usage: run_listing.py LISTING.py [PORT]
 
 Twisted's listings cannot run as they are in a test, for two reasons, and
-this runner changes exactly those two things and nothing else:
+this runner changes exactly those two things, and adds one observation:
 
 * **Ports.** They listen on and connect to a fixed port (8800). The runner
   replaces the reactor's ``listenTCP`` and ``connectTCP`` before the listing
@@ -16,6 +16,10 @@ this runner changes exactly those two things and nothing else:
   runner turns those string literals into bytes literals (``b"pass1"``), as
   docs/porting.md (step 2) tells a porter to. A listing that has credentials
   but no such literal stops the runner: the fix must never silently miss.
+* **Answers** (observed, not changed): each answer to a ``callRemote`` the
+  listing makes is announced as ``answered NAME`` on the real stdout, so a
+  test can wait for it before stopping a client that never stops itself
+  (stopping it earlier would fail the call in flight).
 
 The listing runs as ``__main__`` with its own file name, as if started
 directly.
@@ -25,6 +29,7 @@ import re
 import sys
 
 from twisted.internet import reactor
+from twisted.spread import pb
 
 CREDENTIAL_LITERAL = re.compile(r'(?<![\w.])"((?:user|pass)\d)"')
 
@@ -50,6 +55,15 @@ def main() -> None:
             sys.exit("run_listing.py: a client listing needs the PORT to connect to")
         return real_connect("127.0.0.1", port, factory, timeout, bindAddress)
 
+    real_call_remote = pb.RemoteReference.callRemote
+
+    def call_remote_and_announce(self, _name, *args, **kw):
+        def announce(result):
+            print(f"answered {_name}", file=real_stdout, flush=True)
+            return result
+        return real_call_remote(self, _name, *args, **kw).addCallback(announce)
+
+    pb.RemoteReference.callRemote = call_remote_and_announce
     reactor.listenTCP = listen_on_a_free_port
     reactor.connectTCP = connect_to_the_test_port
     sys.argv = [listing]
