@@ -462,7 +462,7 @@ def holders_pbgreen(args):
     found = list(connected_nodelay().values())
     nodelay.update(checked=len(found), preset=sum(found), after=sum(found))
     emit("READY", {"holders": len(tracker.caches), "setup_s": time.perf_counter() - t0,
-                   "nodelay": nodelay})
+                   "nodelay": nodelay, "rss_kb": current_rss_kb()})
 
     done = Event()
     tracker.on_done = done.set
@@ -562,7 +562,8 @@ def holders_twisted(args):
                 return
             tracker.on_done = lambda: self.say("DONE", tracker.report(self.expected_count))
             self.say("READY", {"holders": len(tracker.caches),
-                               "setup_s": time.perf_counter() - t0, "nodelay": nodelay})
+                               "setup_s": time.perf_counter() - t0, "nodelay": nodelay,
+                               "rss_kb": current_rss_kb()})
 
         def lineReceived(self, line):
             msg = json.loads(line)
@@ -646,6 +647,7 @@ def run_system(args, system):
             raise Failed(f"holders could not connect: {ready}")
         res["setup_s"] = ready["setup_s"]
         res["holder_nodelay"] = ready["nodelay"]
+        res["holders_rss_before_kb"] = ready["rss_kb"]
         command(owner, {"cmd": "observers"})
         _tag, obs = answer(owner, ("OK",), timeout=30)
         res["rss_before_kb"] = obs["rss_kb"]
@@ -814,6 +816,8 @@ def report(args, results):
         val("pbgreen", "holders_cpu_s"), val("twisted", "holders_cpu_s"), secs)
     row("  of which in the cyclic GC (wall)",
         val("pbgreen", "holders_gc_s"), val("twisted", "holders_gc_s"), secs)
+    row("holder process RSS, holders connected, before updates",
+        top("pbgreen", "holders_rss_before_kb"), top("twisted", "holders_rss_before_kb"), mb)
     row("holder process peak RSS",
         top("pbgreen", "holders_peak_rss_kb"), top("twisted", "holders_peak_rss_kb"), mb)
     row(f"setup: {n:,} holders connect + getCounter",
