@@ -429,8 +429,8 @@ def _read_message(broker: Broker, expr: list[Any], events: list[Any]) -> None:
             if answer:
                 broker.send_error(request_id, Error("method name is not UTF-8"))
             return
-        if len(_METHOD_NAMES) < _MAX_METHOD_NAMES:
-            _METHOD_NAMES[name] = method
+        if len(name) <= 64 and len(_METHOD_NAMES) < _MAX_METHOD_NAMES:
+            _METHOD_NAMES[name] = method  # bounded: at most 4096 names of 64 bytes
     if type(kwargs) is plaincodec.Built and kwargs.value == {}:
         kwargs = _NO_KWARGS  # a queued update keeps one shared object, not its own empty dict
     events.append(IncomingCall(request_id, target, method, bool(answer), args, kwargs, update,

@@ -76,3 +76,24 @@ def test_update_heads_for_large_ids():
     server.send_update(70_000, tail)
     expr = banana.Decoder(vocab=True).feed(server.data_to_send())[0]
     assert expr[:5] == [b"cachemessage", 10 ** 6 + 1, 70_000, b"setValue", 0]
+
+
+def _call_bytes(name):
+    return plaincodec.dumps([b"message", 1, b"root", name, 0], ((), {}), VOCAB_CODES)
+
+
+def test_remembered_method_names_stay_bounded(monkeypatch):
+    from pbgreen import flavors, protocol
+
+    names: dict = {}
+    monkeypatch.setattr(protocol, "_METHOD_NAMES", names)  # this test's own, left empty after
+    server, client = open_pair(b"pb")
+    server.set_root(flavors.Root())
+    at_limit, past_limit = b"m" * 64, b"n" * 65
+    server.receive_data(_call_bytes(at_limit) + _call_bytes(past_limit))
+    assert names[at_limit] == at_limit.decode() and past_limit not in names
+    for k in range(protocol._MAX_METHOD_NAMES + 10):  # a peer inventing names
+        server.receive_data(_call_bytes(b"x%d" % k))
+    assert len(names) == protocol._MAX_METHOD_NAMES
+    events = server.receive_data(_call_bytes(b"not_remembered"))
+    assert [e.method for e in events] == ["not_remembered"]  # still decoded and delivered
