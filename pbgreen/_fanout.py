@@ -102,8 +102,19 @@ _HEADS = {id(vocab): plaincodec.dumps_head([b"cachemessage"], 6, vocab)
           for vocab in (VOCAB_CODES, plaincodec.NO_VOCAB)}
 
 
+def _count(n: int) -> bytes:
+    """A banana integer for an id; ids of up to 21 bits without a loop."""
+    if n < 0:
+        return encode_int(n)
+    if n < _SMALL:
+        return INT_BYTES[n]
+    if n < 1 << 14:
+        return bytes((n & 0x7F, n >> 7, 0x81))
+    if n < 1 << 21:
+        return bytes((n & 0x7F, (n >> 7) & 0x7F, n >> 14, 0x81))
+    return encode_int(n)
+
+
 def update_head(vocab: dict[bytes, bytes], request_id: int, cache_id: int) -> bytes:
     """The per-connection start of an update: list header, command, request id, cache id."""
-    return (_HEADS[id(vocab)]
-            + (INT_BYTES[request_id] if request_id < _SMALL else encode_int(request_id))
-            + (INT_BYTES[cache_id] if 0 <= cache_id < _SMALL else encode_int(cache_id)))
+    return _HEADS[id(vocab)] + _count(request_id) + _count(cache_id)

@@ -269,9 +269,9 @@ class Broker:
             raise NotOpen(f"the connection is {self.state.value}")
         if self.tables.releases:  # releases issued before this update go out before it
             self._queue_releases()
-        self._last_request += 1
+        request_id = self._last_request = self._last_request + 1
         out = self._out
-        out += _fanout.update_head(self.vocab, self._last_request, cache_id)
+        out += _fanout.update_head(self.vocab, request_id, cache_id)
         out += tail
 
     def send_answer(self, request_id: int, values: Outgoing) -> None:

@@ -97,3 +97,10 @@ def test_remembered_method_names_stay_bounded(monkeypatch):
     assert len(names) == protocol._MAX_METHOD_NAMES
     events = server.receive_data(_call_bytes(b"not_remembered"))
     assert [e.method for e in events] == ["not_remembered"]  # still decoded and delivered
+
+
+@pytest.mark.parametrize("n", [0, 2047, 2048, 2 ** 14 - 1, 2 ** 14, 2 ** 21 - 1, 2 ** 21,
+                               10 ** 12, -1, -5000])
+def test_update_head_ids_are_banana_integers(n):
+    head = _fanout.update_head(VOCAB_CODES, n, n)
+    assert head == plaincodec.dumps_head([b"cachemessage", n, n], 4, VOCAB_CODES)
