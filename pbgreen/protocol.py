@@ -403,15 +403,17 @@ def _read_message(broker: Broker, expr: list[Any], events: list[Any]) -> None:
         if type(deadline) is not int:
             raise ProtocolError(f"deadline that is not a number: {deadline!r:.20}")
         deadline /= 1000
-    _fields(expr, 7)
-    _, request_id, object_id, name, answer, args, kwargs = expr
+    if len(expr) != 7:
+        _fields(expr, 7)
+    command, request_id, object_id, name, answer, args, kwargs = expr
     if type(request_id) is not int or type(name) is not bytes or type(answer) is not int:
-        raise ProtocolError(f"malformed {expr[0].decode()}: {expr!r:.120}")
-    update = expr[0] == b"cachemessage"
+        raise ProtocolError(f"malformed {command.decode()}: {expr!r:.120}")
+    update = command == b"cachemessage"
     tables = broker.tables
     late = None
     if update:
-        target = tables.held.get(object_id) if type(object_id) in (int, bytes) else None
+        kind = type(object_id)
+        target = tables.held.get(object_id) if kind is int or kind is bytes else None
         if target is None and type(object_id) is int and object_id in tables.announced:
             late = object_id  # its first copy is in a reply the caller has not read yet
     else:
@@ -431,7 +433,7 @@ def _read_message(broker: Broker, expr: list[Any], events: list[Any]) -> None:
             return
         if len(name) <= 64 and len(_METHOD_NAMES) < _MAX_METHOD_NAMES:
             _METHOD_NAMES[name] = method  # bounded: at most 4096 names of 64 bytes
-    if type(kwargs) is plaincodec.Built and kwargs.value == {}:
+    if type(kwargs) is plaincodec.Built and type(kwargs.value) is dict and not kwargs.value:
         kwargs = _NO_KWARGS  # a queued update keeps one shared object, not its own empty dict
     events.append(IncomingCall(request_id, target, method, bool(answer), args, kwargs, update,
                                deadline, late))
