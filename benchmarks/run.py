@@ -1372,7 +1372,8 @@ def print_profiles(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="short run (about 15 s instead of about 90 s)")
+    p.add_argument("--quick", action="store_true",
+                   help="short run (about 40 s instead of about 4 minutes)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--systems", default=",".join(SYSTEMS),
                    help="comma-separated subset of: " + ",".join(SYSTEMS))

@@ -39,6 +39,7 @@ __all__ = ["shared_tail", "update_head"]
 
 _ATOMS = frozenset({type(None), bool, int, float, str, bytes})
 _TUPLE_DEPTH = 8  # nested tuples deeper than this are encoded per connection
+_MISSING = object()
 
 #: (name, args, kwargs, [tail with the vocabulary, tail without]) of the last
 #: shareable update; a tail is ``None`` until a connection of that dialect asked.
@@ -73,7 +74,7 @@ def shared_tail(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                 break
         if same and kwargs:
             last_kwargs = last[2]
-            same = all(last_kwargs.get(k, _last) is v for k, v in kwargs.items())
+            same = all(last_kwargs.get(k, _MISSING) is v for k, v in kwargs.items())
         if same:
             tail = last[3][slot]
             if tail is not None:
@@ -89,7 +90,8 @@ def shared_tail(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
         tails = [None, None]
     try:
         word = name.encode("utf-8")
-        tail = encode_string(word, vocab) + INT_BYTES[0] + plaincodec.dumps_values((args, kwargs), vocab)
+        tail = (encode_string(word, vocab) + INT_BYTES[0]
+                + plaincodec.dumps_values((args, kwargs), vocab))
     except (plaincodec.Fallback, EncodeError, UnicodeEncodeError):
         return None  # the per-connection path encodes it, or explains why it cannot
     tails[slot] = tail
