@@ -35,13 +35,13 @@ from typing import Any
 from . import plaincodec
 from .banana import INT_BYTES, VOCAB_CODES, EncodeError, encode_int, encode_string
 
-__all__ = ["shared_tail", "update_head"]
+__all__ = ["shared_tail", "banana_id", "UPDATE_HEADS"]
 
 _ATOMS = frozenset({type(None), bool, int, float, str, bytes})
 _TUPLE_DEPTH = 8  # nested tuples deeper than this are encoded per connection
 _MISSING = object()
 
-#: (name, args, kwargs, [tail with the vocabulary, tail without]) of the last
+#: (name, args, kwargs, [tail without the vocabulary, tail with it]) of the last
 #: shareable update; a tail is ``None`` until a connection of that dialect asked.
 _last: tuple[str, tuple[Any, ...], dict[str, Any], list[bytes | None]] | None = None
 
@@ -63,7 +63,7 @@ def shared_tail(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
     then encodes the update for its own connection.
     """
     global _last
-    slot = 0 if vocab is VOCAB_CODES else 1
+    slot = 1 if vocab is VOCAB_CODES else 0  # as UPDATE_HEADS
     last = _last
     if last is not None and last[0] == name and len(args) == len(last[1]) \
             and len(kwargs) == len(last[2]):
@@ -100,11 +100,12 @@ def shared_tail(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
 
 
 _SMALL = len(INT_BYTES)
-_HEADS = {id(vocab): plaincodec.dumps_head([b"cachemessage"], 6, vocab)
-          for vocab in (VOCAB_CODES, plaincodec.NO_VOCAB)}
+#: The start of an update's message, without and with the vocabulary.
+UPDATE_HEADS = (plaincodec.dumps_head([b"cachemessage"], 6, plaincodec.NO_VOCAB),
+                plaincodec.dumps_head([b"cachemessage"], 6, VOCAB_CODES))
 
 
-def _count(n: int) -> bytes:
+def banana_id(n: int) -> bytes:
     """A banana integer for an id; ids of up to 21 bits without a loop."""
     if n < 0:
         return encode_int(n)
@@ -116,7 +117,3 @@ def _count(n: int) -> bytes:
         return bytes((n & 0x7F, (n >> 7) & 0x7F, n >> 14, 0x81))
     return encode_int(n)
 
-
-def update_head(vocab: dict[bytes, bytes], request_id: int, cache_id: int) -> bytes:
-    """The per-connection start of an update: list header, command, request id, cache id."""
-    return _HEADS[id(vocab)] + _count(request_id) + _count(cache_id)

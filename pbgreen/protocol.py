@@ -271,7 +271,9 @@ class Broker:
             self._queue_releases()
         request_id = self._last_request = self._last_request + 1
         out = self._out
-        out += _fanout.update_head(self.vocab, request_id, cache_id)
+        out += _fanout.UPDATE_HEADS[self.vocab is VOCAB_CODES]
+        out += _fanout.banana_id(request_id)
+        out += _fanout.banana_id(cache_id)
         out += tail
 
     def send_answer(self, request_id: int, values: Outgoing) -> None:
