@@ -32,7 +32,12 @@ haproxy:
 		sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; \
 	else echo "$(HAPROXY_HINT)" >&2; fi
 
-bench: $(VENV)/.installed
+# The benchmark's peers (RPyC, Pyro5) on top of the test install.
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/run.py
 
 docs: $(VENV)/.installed

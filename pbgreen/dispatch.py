@@ -181,9 +181,12 @@ def run_call(broker: Broker, call: IncomingCall, deadline: float | None = None) 
     reset = _deadline.set(deadline) if deadline is not None else None
     try:
         method, perspective = target.remoteMethod(call.method)
-        try:
-            args = unjelly(broker, call.args, perspective)
-            kwargs = unjelly(broker, call.kwargs, perspective)
+        try:  # plain data (the common case) was rebuilt by the decoder already
+            args, kwargs = call.args, call.kwargs
+            args = args.value if type(args) is plaincodec.Built else unjelly(broker, args,
+                                                                            perspective)
+            kwargs = kwargs.value if type(kwargs) is plaincodec.Built else unjelly(
+                broker, kwargs, perspective)
         except InsecureJelly as exc:  # the caller sent something refused: its problem
             log.info("refused the arguments %s sent for %s: %s", broker.peer, call.method, exc)
             if call.answer:
@@ -193,7 +196,7 @@ def run_call(broker: Broker, call: IncomingCall, deadline: float | None = None) 
             args = tuple(args) if type(args) is list else (args,)
         if type(kwargs) is not dict:
             raise InsecureJelly("keyword arguments from the peer are not a dictionary")
-        if any(type(k) is not str for k in kwargs):
+        if kwargs and any(type(k) is not str for k in kwargs):
             kwargs = {k.decode("utf-8") if type(k) is bytes else k: v for k, v in kwargs.items()}
         result = method(*args, **kwargs)
         del args, kwargs  # their references are released after the answer is queued
