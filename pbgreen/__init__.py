@@ -19,6 +19,7 @@ from .errors import (BananaError, CallTimeout, ClosedByPeer, ClosedLocally, Copi
                      RemoteError, UnauthorizedLogin, UnhandledCredentials)
 from .flavors import (Avatar, Cacheable, Copyable, Referenceable, RemoteCache, RemoteCopy,
                       Root, Viewable)
+from ._security import setCopierForClass, setCopierForClassTree, setFactoryForClass
 from .jelly import (SecurityOptions, setUnjellyableFactoryForClass, setUnjellyableForClass,
                     setUnjellyableForClassTree)
 from .reference import RemoteReference
@@ -31,12 +32,20 @@ portno = 8787
 _DRIVER = {"PBClient": "client", "connect": "client", "PBServer": "server"}
 
 
+#: Submodules that need gevent, reachable as ``pbgreen.util`` after a bare import.
+_SUBMODULES = ("util", "publish")
+
+
 def __getattr__(name: str) -> Any:
+    from importlib import import_module
+
+    if name in _SUBMODULES:
+        value = import_module(f".{name}", __name__)
+        globals()[name] = value
+        return value
     module = _DRIVER.get(name)
     if module is None:
         raise AttributeError(f"module 'pbgreen' has no attribute {name!r}")
-    from importlib import import_module
-
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
@@ -52,4 +61,5 @@ __all__ = [
     "RemoteReference", "Root", "SecurityOptions", "UnauthorizedLogin", "UnhandledCredentials",
     "Viewable", "banana", "connect", "jelly", "portno", "setUnjellyableFactoryForClass",
     "setUnjellyableForClass", "setUnjellyableForClassTree", "time_left",
+    "setCopierForClass", "setCopierForClassTree", "setFactoryForClass",
 ]

@@ -14,7 +14,8 @@ from typing import Any, Callable
 from .errors import qual
 
 __all__ = ["SecurityOptions", "globalSecurity", "setUnjellyableForClass",
-           "setUnjellyableFactoryForClass", "setUnjellyableForClassTree", "Factory"]
+           "setUnjellyableFactoryForClass", "setUnjellyableForClassTree", "Factory",
+           "setCopierForClass", "setCopierForClassTree", "setFactoryForClass"]
 
 
 class SecurityOptions:
@@ -98,3 +99,9 @@ def setUnjellyableForClassTree(module: types.ModuleType, baseClass: type,
         obj = getattr(module, name)
         if isinstance(obj, type) and issubclass(obj, baseClass):
             setUnjellyableForClass(prefix + name, obj)
+
+
+# Twisted's older names for the same registrations (``flavors.setCopierForClass``...).
+setCopierForClass = setUnjellyableForClass
+setCopierForClassTree = setUnjellyableForClassTree
+setFactoryForClass = setUnjellyableFactoryForClass

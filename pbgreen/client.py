@@ -114,7 +114,8 @@ class PBClient:
         if self.ssl_context is not None:
             sock = self._tls_handshake(sock, self.ssl_context, host, port, _left(deadline))
         sock.settimeout(None)
-        connection = Connection(sock, is_client=True, peer=(host, port), **self._options)
+        peer = sock.getpeername()[:2]  # as the socket gives it, not as the user spelled it
+        connection = Connection(sock, is_client=True, peer=peer, **self._options)
         connection.start()
         if not connection.wait_ready(_left(deadline)):
             reason = connection.close_reason

@@ -24,7 +24,7 @@ from . import plaincodec
 from ._failure import CopyableFailure, failure_from
 from ._refs import NotOpen, NotYet, SendContext, Stale
 from .banana import VOCAB_CODES, EncodeError, encode
-from .errors import Error, InsecureJelly, LoginFailed, RefLimitError
+from .errors import CopiedFailure, Error, InsecureJelly, LoginFailed, RefLimitError
 from .events import IncomingCall, Released, Reply, StoppedObserving
 from .jelly import Jellier, Unjellier
 from .protocol import Broker, Outgoing
@@ -200,10 +200,13 @@ def run_call(broker: Broker, call: IncomingCall, deadline: float | None = None) 
             kwargs = {k.decode("utf-8") if type(k) is bytes else k: v for k, v in kwargs.items()}
         result = method(*args, **kwargs)
         del args, kwargs  # their references are released after the answer is queued
-        if isinstance(result, CopyableFailure):  # a failure returned is an error answer
+        if isinstance(result, (CopyableFailure, CopiedFailure)):
+            # A failure returned (made here, or received as a value and passed
+            # back) is an error answer of its own type, as in Twisted.
             log.debug("call %s from %s returned %r", call.method, broker.peer, result)
             if call.answer:
-                broker.send_error(call.request_id, result.value)
+                broker.send_error(call.request_id, result.value
+                                  if isinstance(result, CopyableFailure) else result)
         elif call.answer:
             try:  # plain data, the common case: no closure, nothing to register
                 body = plaincodec.dumps_values((result,), broker.vocab)

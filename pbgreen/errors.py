@@ -244,13 +244,23 @@ class CopiedFailure(RemoteError):
             raise self
         return found
 
+    def getTraceback(self) -> str:
+        """The remote traceback as text, as ``Failure.getTraceback`` gives it."""
+        return f"Traceback from remote host -- {self.type}: {self.value}\n{self.remoteTraceback}"
+
+    def getBriefTraceback(self) -> str:
+        """``getTraceback()``: the remote side sends no frames to shorten."""
+        return self.getTraceback()
+
+    def raiseException(self) -> None:
+        """Raise this error, as ``Failure.raiseException`` raises the wrapped one."""
+        raise self
+
     def printTraceback(self, file: Any = None) -> None:
         """Write the remote traceback, as ``Failure.printTraceback`` does."""
         import sys
 
-        out = file if file is not None else sys.stderr
-        out.write(f"Traceback from remote host -- {self.type}: {self.value}\n")
-        out.write(self.remoteTraceback)
+        (file if file is not None else sys.stderr).write(self.getTraceback())
 
 
 # Twisted's qualified names for the classes that have an equivalent here.

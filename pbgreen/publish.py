@@ -98,6 +98,23 @@ class Publishable(Cacheable):
         }
 
 
+
+def _fresh(value: Any) -> Any:
+    """A copy of ``value``'s containers (lists, dicts, sets, tuples), so that a
+    kept copy and each session's copy share no mutable container; anything
+    else (references, copies of registered classes) stays the same object,
+    as it would not survive Twisted's file either."""
+    t = type(value)
+    if t is dict:
+        return {k: _fresh(v) for k, v in value.items()}
+    if t is list:
+        return [_fresh(v) for v in value]
+    if t is tuple:
+        return tuple(_fresh(v) for v in value)
+    if t is set:
+        return set(value)
+    return value
+
 class RemotePublished(RemoteCache):
     """The receiver's copy of a ``Publishable``; register it for the publisher's class.
 
@@ -130,7 +147,7 @@ class RemotePublished(RemoteCache):
         if kept is not None and kept[0] == self.timestamp:
             _kept.move_to_end(key)
             self._wasCleanWhenLoaded = True
-            self._cbGotUpdate(dict(kept[1]))
+            self._cbGotUpdate(_fresh(kept[1]))  # each session its own copy
         else:
             gevent.spawn(self._fetch)
 
@@ -158,7 +175,7 @@ class RemotePublished(RemoteCache):
             listener(self)
         self.activated()
         key = self.getFileName()
-        _kept[key] = (self.timestamp, dict(newState))
+        _kept[key] = (self.timestamp, _fresh(newState))
         _kept.move_to_end(key)
         while len(_kept) > MAX_KEPT:
             _kept.popitem(last=False)

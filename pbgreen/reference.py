@@ -9,6 +9,8 @@ next flush, never from inside the garbage collector.
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Callable
 
 from .errors import InsecureJelly
@@ -49,6 +51,10 @@ class RemoteReference(Jellyable):
         ``callRemote`` would.
         """
         return self.broker.call_async(self, _name, args, kwargs)
+
+    def remoteMethod(self, key: str) -> Callable[..., Any]:
+        """Twisted's ``remoteMethod``: a callable that does ``callRemote(key, ...)``."""
+        return functools.partial(self.callRemote, key)
 
     def notifyOnDisconnect(self, callback: Callable[["RemoteReference"], Any]) -> None:
         """Run ``callback(self)`` once when the connection goes."""

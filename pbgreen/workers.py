@@ -60,7 +60,7 @@ log = logging.getLogger("pbgreen.workers")
 #: A worker that dies sooner than this after its start counts as dying quickly.
 QUICK_DEATH = 10.0
 #: The longest wait before starting again a worker that keeps dying quickly.
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 4.0
 #: Beyond the graceful timeout, how long the supervisor waits before SIGKILL.
 STOP_MARGIN = 5.0
 

@@ -291,3 +291,62 @@ def test_kept_copies_are_bounded_least_recently_used_first(pb_server, pb_client,
     session("a")
     assert catalogs["a"].fetches == 1 and catalogs["c"].fetches == 1
     assert session("b") == ["b"] and catalogs["b"].fetches == 2
+
+
+# --- found in review --------------------------------------------------------------
+
+
+class Relay(pb.Root):
+    def remote_relay(self, failure):
+        return failure  # a failure received as a value, returned as it came
+
+
+def test_returning_a_received_failure_is_an_error_answer_of_its_type(pb_server, pb_client):
+    root = pb_client(pb_server(Relay())).getRootObject()
+    with pytest.raises(pb.RemoteError) as info:
+        root.callRemote("relay", pb.CopyableFailure(OSError("disk gone")))
+    assert info.value.remoteType == "builtins.OSError"
+    assert info.value.getErrorMessage() == "disk gone"
+
+
+def test_client_side_peer_is_the_address_the_socket_gives(pb_server):
+    server = pb_server(Jobs())
+    with pb.PBClient("localhost", server.address[1], timeout=10) as client:
+        peer = client.getRootObject().broker.peer
+    assert peer == ("127.0.0.1", server.address[1])
+
+
+def test_kept_published_copies_are_not_shared_between_sessions(pb_server, pb_client):
+    catalog = Catalog("shared-%s" % id(object()), ["apple"])
+    server = pb_server(Shop(catalog))
+    first = publish.whenReady(pb_client(server).getRootObject().callRemote("catalog"), timeout=10)
+    first.items.append("a local edit")
+    second = publish.whenReady(pb_client(server).getRootObject().callRemote("catalog"), timeout=10)
+    assert second.items == ["apple"] and second.items is not first.items
+    assert catalog.fetches == 1
+
+
+def test_util_and_publish_are_attributes_of_the_package():
+    import pbgreen
+    assert pbgreen.util.getAllPages and pbgreen.publish.whenReady
+
+
+def test_remote_method_and_twisted_old_registration_names(pb_server, pb_client):
+    root = pb_client(pb_server(Jobs())).getRootObject()
+    complete = root.remoteMethod("complete")
+    assert complete(4) == ["ok", 4]
+    assert pb.setCopierForClass is pb.setUnjellyableForClass
+    assert pb.setCopierForClassTree is pb.setUnjellyableForClassTree
+    assert pb.setFactoryForClass is pb.setUnjellyableFactoryForClass
+
+
+def test_copied_failure_traceback_helpers(pb_server, pb_client):
+    root = pb_client(pb_server(Jobs())).getRootObject()
+    with pytest.raises(pb.CopiedFailure) as info:
+        root.callRemote("boom")
+    failure = info.value
+    assert "LookupError" in failure.getTraceback()
+    assert "server side" in failure.getBriefTraceback()
+    with pytest.raises(LookupError) as again:
+        failure.raiseException()
+    assert again.value is failure
