@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-CORE_MODULES = ["errors", "banana", "_security", "_unjelly", "jelly", "flavors", "plaincodec", "events", "_refs",
+CORE_MODULES = ["errors", "banana", "_security", "_unjelly", "jelly", "flavors", "_pycodec", "plaincodec", "events", "_refs",
                 "_failure", "protocol", "dispatch", "cred", "reference", "testing",
                 "testing.pump", "testing.processes"]
 
