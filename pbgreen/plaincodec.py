@@ -9,7 +9,9 @@ non-empty value other than ``0`` before pbgreen is imported to use the
 pure-Python codec even when the extension is there.
 
 ``COMPILED`` says which one is active; ``python`` and ``compiled`` are the
-two implementations (``compiled`` is ``None`` when not in use).
+two implementations (``compiled`` is ``None`` when not in use), and
+``implementations()`` lists every one that imports here, whatever the
+environment asks for (the tests compare them).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from . import _pycodec as python
 from ._pycodec import Built, Fallback
 
 __all__ = ["Fallback", "Built", "dumps", "dumps_head", "dumps_values", "loads", "COMPILED",
-           "python", "compiled", "pure_python_requested"]
+           "python", "compiled", "pure_python_requested", "implementations"]
 
 
 def pure_python_requested() -> bool:
@@ -29,9 +31,7 @@ def pure_python_requested() -> bool:
     return os.environ.get("PBGREEN_PUREPYTHON", "") not in ("", "0")
 
 
-def _load_compiled() -> ModuleType | None:
-    if pure_python_requested():
-        return None
+def _import_compiled() -> ModuleType | None:
     try:
         from . import _ccodec
     except ImportError:  # not built (no compiler at install time): pure Python it is
@@ -39,8 +39,17 @@ def _load_compiled() -> ModuleType | None:
     return _ccodec
 
 
+def implementations() -> dict[str, ModuleType]:
+    """``{"python": ..., "compiled": ...}``: each codec that imports, whichever is active."""
+    found = {"python": python}
+    module = _import_compiled()
+    if module is not None:
+        found["compiled"] = module
+    return found
+
+
 #: The compiled codec module, or ``None`` when the pure-Python one is active.
-compiled: ModuleType | None = _load_compiled()
+compiled: ModuleType | None = None if pure_python_requested() else _import_compiled()
 #: Whether the compiled codec is the one in use.
 COMPILED: bool = compiled is not None
 
