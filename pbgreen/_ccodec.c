@@ -652,6 +652,13 @@ head_int(const Loader *L, const Head *h)
     return PyLong_FromString(hex, NULL, 16);
 }
 
+/* Whether a body of ``size`` bytes starting at ``start`` ends by ``n`` (as start + size <= n). */
+static inline int
+fits(const Loader *L, Py_ssize_t start, uint64_t size)
+{
+    return start <= L->n && size <= (uint64_t)(L->n - start);
+}
+
 /* A byte string in place: a string element or a vocabulary word. */
 typedef struct {
     const char *p;
@@ -675,7 +682,7 @@ word(const Loader *L, Py_ssize_t pos, Span *w, Py_ssize_t *after)
     if (r < 0)
         return r;
     if (h.typ == 0x82) {
-        if (h.value > (uint64_t)(L->n - h.after))
+        if (!fits(L, h.after, h.value))
             return DECLINE;
         w->p = (const char *)L->buf + h.after;
         w->len = (Py_ssize_t)h.value;
@@ -872,7 +879,7 @@ load_value(const Loader *L, Py_ssize_t pos, Py_ssize_t depth, PyObject **result,
     }
     switch (h.typ) {
     case 0x82:
-        if (h.value > (uint64_t)(L->n - pos))
+        if (!fits(L, pos, h.value))
             return DECLINE;
         *result = PyBytes_FromStringAndSize((const char *)buf + pos, (Py_ssize_t)h.value);
         if (*result == NULL)
