@@ -21,12 +21,14 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ state */
 
 static PyObject *Fallback, *Built;
+static Py_ssize_t built_value_offset;  /* where Built's one slot, ``value``, lives */
 static PyObject *py_dumps, *py_dumps_head, *py_dumps_values, *py_loads, *encode_int;
 static PyObject *EncodeError;
 static PyObject *VOCAB_CODES, *VOCAB;
@@ -147,12 +149,20 @@ out_drop(Out *o)
 
 /* ------------------------------------------------------------------ encoding */
 
+/* candidates by (length, first byte): the first entry, then a chain through next */
+#define INDEX_LEN 32
+static signed char vocab_first[INDEX_LEN + 1][128];
+static signed char vocab_next[MAX_WORDS];
+
 static inline int
 vocab_lookup(const char *s, Py_ssize_t n, const VocabEntry **found)
 {
-    for (int i = 0; i < vocab_count; i++) {
+    unsigned char c = (unsigned char)s[0];
+    if (n > INDEX_LEN || c >= 128)
+        return 0;
+    for (int i = vocab_first[n][c]; i >= 0; i = vocab_next[i]) {
         const VocabEntry *e = &vocab_entries[i];
-        if (e->wlen == n && e->word[0] == s[0] && memcmp(e->word, s, n) == 0) {
+        if (memcmp(e->word, s, n) == 0) {
             *found = e;
             return 1;
         }
@@ -713,11 +723,42 @@ span_bytes(const Span *w)
 
 #define IS(w, lit) ((w).len == (Py_ssize_t)sizeof(lit) - 1 && memcmp((w).p, lit, sizeof(lit) - 1) == 0)
 
+/* Short ASCII texts seen recently (dict keys, mostly), so a message of many
+ * records builds each key once: a direct-mapped table of str objects. A str
+ * is immutable, so handing out the same one again is only visible to `is`. */
+#define TEXT_CACHE 512
+#define TEXT_CACHE_LEN 32
+static PyObject *text_cache[TEXT_CACHE];
+
+static inline int
+is_ascii(const char *p, Py_ssize_t len)
+{
+    for (Py_ssize_t i = 0; i < len; i++)
+        if ((unsigned char)p[i] >= 0x80)
+            return 0;
+    return 1;
+}
+
 /* utf-8 text, or DECLINE when it is not valid utf-8 */
 static int
 decode_text(const char *p, Py_ssize_t len, PyObject **result)
 {
+    PyObject **slot = NULL;
+    if (len <= TEXT_CACHE_LEN && is_ascii(p, len)) {
+        uint32_t h = 2166136261u;
+        for (Py_ssize_t i = 0; i < len; i++)
+            h = (h ^ (unsigned char)p[i]) * 16777619u;
+        slot = &text_cache[(h ^ (h >> 15)) & (TEXT_CACHE - 1)];
+        PyObject *known = *slot;
+        if (known != NULL && PyUnicode_GET_LENGTH(known) == len
+                && memcmp(PyUnicode_DATA(known), p, len) == 0) {
+            *result = Py_NewRef(known);
+            return 0;
+        }
+    }
     PyObject *text = PyUnicode_DecodeUTF8(p, len, NULL);
+    if (text != NULL && slot != NULL)
+        Py_XSETREF(*slot, Py_NewRef(text));
     if (text == NULL) {
         if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
             PyErr_Clear();
@@ -965,6 +1006,21 @@ as_limit(PyObject *obj, uint64_t *value, int *negative)
     return 0;
 }
 
+/* Built(value), stealing the reference: allocated and filled here, as
+ * Built.__init__ would (it only stores ``value`` in its one slot). */
+static PyObject *
+new_built(PyObject *value)
+{
+    PyTypeObject *type = (PyTypeObject *)Built;
+    PyObject *built = type->tp_alloc(type, 0);
+    if (built == NULL) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    *(PyObject **)((char *)built + built_value_offset) = value;
+    return built;
+}
+
 static PyObject *
 load_message(const Loader *L, Py_ssize_t pos, uint64_t max_items)
 {
@@ -1021,8 +1077,7 @@ load_message(const Loader *L, Py_ssize_t pos, uint64_t max_items)
             goto failed;
         if (r < 0)
             goto declined;
-        item = PyObject_CallOneArg(Built, value);
-        Py_DECREF(value);
+        item = new_built(value);
         if (item == NULL)
             goto failed;
         PyList_SET_ITEM(message, i, item);
@@ -1163,6 +1218,7 @@ vocab_tables(void)
         return -1;
     Py_ssize_t pos = 0;
     PyObject *key, *value;
+    memset(vocab_first, -1, sizeof(vocab_first));
     vocab_min_len = PY_SSIZE_T_MAX;
     vocab_max_len = 0;
     while (PyDict_Next(VOCAB_CODES, &pos, &key, &value)) {
@@ -1171,7 +1227,7 @@ vocab_tables(void)
             PyErr_SetString(PyExc_ImportError, "pbgreen._ccodec: unexpected banana vocabulary");
             return -1;
         }
-        VocabEntry *e = &vocab_entries[vocab_count++];
+        VocabEntry *e = &vocab_entries[vocab_count];
         e->word = PyBytes_AS_STRING(key);
         e->wlen = PyBytes_GET_SIZE(key);
         e->code = PyBytes_AS_STRING(value);
@@ -1180,6 +1236,14 @@ vocab_tables(void)
             vocab_min_len = e->wlen;
         if (e->wlen > vocab_max_len)
             vocab_max_len = e->wlen;
+        unsigned char c = (unsigned char)e->word[0];
+        if (e->wlen > INDEX_LEN || c >= 128) {
+            PyErr_SetString(PyExc_ImportError, "pbgreen._ccodec: a vocabulary word it cannot index");
+            return -1;
+        }
+        vocab_next[vocab_count] = vocab_first[e->wlen][c];
+        vocab_first[e->wlen][c] = (signed char)vocab_count;
+        vocab_count++;
     }
     pos = 0;
     while (PyDict_Next(VOCAB, &pos, &key, &value)) {
@@ -1212,6 +1276,17 @@ PyInit__ccodec(void)
             || get_size(banana, "PREFIX_LIMIT", &PREFIX_LIMIT)
             || get_size(pure, "_CACHED", &CACHED) || get_size(pure, "_DEPTH", &DEPTH))
         goto done;
+    PyObject *slot = PyObject_GetAttrString(Built, "value");
+    if (slot == NULL)
+        goto done;
+    if (!PyType_Check(Built) || Py_TYPE(slot) != &PyMemberDescr_Type
+            || ((PyMemberDescrObject *)slot)->d_member->type != T_OBJECT_EX) {
+        Py_DECREF(slot);
+        PyErr_SetString(PyExc_ImportError, "pbgreen._ccodec: Built is not a one-slot class");
+        goto done;
+    }
+    built_value_offset = ((PyMemberDescrObject *)slot)->d_member->offset;
+    Py_DECREF(slot);
     if (PREFIX_LIMIT < 2 || PREFIX_LIMIT > MAX_PREFIX || SIZE_LIMIT < (1 << 14)) {
         PyErr_SetString(PyExc_ImportError, "pbgreen._ccodec: banana's limits are out of its range");
         goto done;
