@@ -78,9 +78,10 @@ def canon(x: Any) -> Any:
     return (t.__name__, x)
 
 
-def _outcome(func: Any, *args: Any) -> Any:
+def outcome(func: Any, *args: Any) -> Any:
+    """``("ok", canon(result))`` or ``("raised", exception class)``."""
     try:
-        return ("ok", func(*args))
+        return ("ok", canon(func(*args)))
     except Exception as exc:  # noqa: BLE001 - the class is what is compared
         return ("raised", type(exc))
 
@@ -105,16 +106,14 @@ def check(data: bytes) -> None:
     max_items = MAX_ITEMS[(flags >> 3) & 3]
     pos = data[1] % (len(payload) + 1)
     args = (payload, pos, len(payload), vocab, size_limit, max_items)
-    got, want = _outcome(C.loads, *args), _outcome(PY.loads, *args)
-    if got[0] == want[0] == "ok":
-        got, want = ("ok", canon(got[1])), ("ok", canon(want[1]))
+    got, want = outcome(C.loads, *args), outcome(PY.loads, *args)
     if got != want:
         raise Mismatch(f"loads: compiled {got!r:.300} != python {want!r:.300}")
     if got[0] == "ok" and got[1] != ("NoneType", None):
         message = C.loads(*args)[0]
         values = tuple(x.value for x in message if type(x) is plaincodec.Built)
         table = banana.VOCAB_CODES if vocab is not None else banana.NO_VOCAB
-        encoded = _outcome(C.dumps_values, values, table), _outcome(PY.dumps_values, values, table)
+        encoded = outcome(C.dumps_values, values, table), outcome(PY.dumps_values, values, table)
         if encoded[0] != encoded[1]:
             raise Mismatch(f"dumps_values of the rebuilt values: {encoded[0]!r:.300} != "
                            f"{encoded[1]!r:.300}")

@@ -423,6 +423,14 @@ dialect_of(PyObject *vocab)
     return NULL;
 }
 
+static int
+start_dump(Dumper *D, const Dialect *d)
+{
+    D->d = d;
+    seen_init(&D->seen);
+    return out_init(&D->out, 256);
+}
+
 static PyObject *
 finish_dump(Dumper *D, int r)
 {
@@ -471,10 +479,8 @@ c_dumps_values(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (d == NULL || !EXACT_SEQUENCE(args[0]))
         return delegate(py_dumps_values, args, nargs);
     Dumper D;
-    D.d = d;
-    if (out_init(&D.out, 256) < 0)
+    if (start_dump(&D, d) < 0)
         return NULL;
-    seen_init(&D.seen);
     return finish_dump(&D, dump_all(&D, args[0]));
 }
 
@@ -486,6 +492,18 @@ put_field(Out *o, const Dialect *d, PyObject *field)
     if (PyLong_CheckExact(field))
         return put_int(o, field);
     return DECLINE;
+}
+
+/* The header of a list of ``count`` elements, then ``head``'s fields. */
+static int
+put_opening(Out *o, const Dialect *d, PyObject *head, Py_ssize_t count)
+{
+    int r = put_head(o, (uint64_t)count, 0x80);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(head);
+    PyObject **fields = PySequence_Fast_ITEMS(head);
+    for (Py_ssize_t i = 0; r == 0 && i < n; i++)
+        r = put_field(o, d, fields[i]);
+    return r;
 }
 
 PyDoc_STRVAR(dumps_doc,
@@ -504,16 +522,10 @@ c_dumps(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             || PySequence_Fast_GET_SIZE(head) + PySequence_Fast_GET_SIZE(values) >= CACHED)
         return delegate(py_dumps, args, nargs);
     Dumper D;
-    D.d = d;
-    if (out_init(&D.out, 256) < 0)
+    if (start_dump(&D, d) < 0)
         return NULL;
-    seen_init(&D.seen);
-    int r = put_head(&D.out, (uint64_t)(PySequence_Fast_GET_SIZE(head) + PySequence_Fast_GET_SIZE(values)),
-                     0x80);
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(head);
-    PyObject **fields = PySequence_Fast_ITEMS(head);
-    for (Py_ssize_t i = 0; r == 0 && i < n; i++)
-        r = put_field(&D.out, d, fields[i]);
+    int r = put_opening(&D.out, d, head,
+                        PySequence_Fast_GET_SIZE(head) + PySequence_Fast_GET_SIZE(values));
     if (r == 0)
         r = dump_all(&D, values);
     return finish_dump(&D, r);
@@ -544,10 +556,7 @@ c_dumps_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Out o;
     if (out_init(&o, 64) < 0)
         return NULL;
-    int r = put_head(&o, (uint64_t)(n + extra), 0x80);
-    PyObject **fields = PySequence_Fast_ITEMS(head);
-    for (Py_ssize_t i = 0; r == 0 && i < n; i++)
-        r = put_field(&o, d, fields[i]);
+    int r = put_opening(&o, d, head, n + extra);
     if (r < 0) {
         out_drop(&o);
         if (r == DECLINE)  /* the pure function raises the right EncodeError (or returns) */

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 
 from pbgreen import banana, plaincodec
 from pbgreen.banana import NO_VOCAB, VOCAB, VOCAB_CODES
+from support import load_harness, plain_values
 
 PACKAGE = Path(plaincodec.__file__).parent
 BUILT = sorted(PACKAGE.glob("_ccodec*.so")) + sorted(PACKAGE.glob("_ccodec*.pyd"))
@@ -56,28 +56,8 @@ def test_pure_python_is_chosen_by_the_environment(tmp_path):
 # ----------------------------------------------------------------------- helpers
 
 
-def canon(x):
-    """A hashable picture of a value with every type in it (floats by their bits)."""
-    t = type(x)
-    if t is float:
-        return ("float", struct.pack("!d", x))
-    if t in (list, tuple):
-        return (t.__name__, tuple(canon(i) for i in x))
-    if t is dict:
-        return ("dict", tuple((canon(k), canon(v)) for k, v in x.items()))
-    if t in (set, frozenset):
-        return (t.__name__, frozenset(canon(i) for i in x))
-    if t is plaincodec.Built:
-        return ("Built", canon(x.value))
-    return (t.__name__, x)
-
-
-def outcome(func, *args):
-    """('ok', canon(result)) or ('raised', exception class)."""
-    try:
-        return ("ok", canon(func(*args)))
-    except Exception as exc:  # noqa: BLE001 - the class is what is compared
-        return ("raised", type(exc))
+fz = load_harness("codec_fuzz")
+canon, outcome = fz.canon, fz.outcome
 
 
 # ----------------------------------------------------------------------- strategies
@@ -91,12 +71,7 @@ scalars = (st.none() | st.booleans() | st.integers() | st.integers(-(2 ** 460), 
            | st.builds(object))
 hashables = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) \
     | st.binary(max_size=20)
-values = st.recursive(
-    scalars,
-    lambda inner: (st.lists(inner, max_size=8) | st.lists(inner, max_size=8).map(tuple)
-                   | st.dictionaries(hashables, inner, max_size=8)
-                   | st.frozensets(hashables, max_size=5) | st.sets(hashables, max_size=5)),
-    max_leaves=40)
+values = plain_values(scalars, hashables)
 vocabs = st.sampled_from([VOCAB_CODES, NO_VOCAB, {}, {b"list": b"\x07\x87"}])
 fields = st.integers() | st.binary(max_size=40) | st.sampled_from(
     [True, None, "text", 1.5, b"message", b"x" * (banana.SIZE_LIMIT + 1), 2 ** 448])

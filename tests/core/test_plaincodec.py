@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pbgreen import banana, flavors, plaincodec
 from pbgreen.banana import NO_VOCAB, VOCAB_CODES, BananaError, Decoder
 from pbgreen.jelly import jelly, unjelly
+from support import plain_values
 
 HEAD = [b"answer", 12345]
 
@@ -29,12 +30,7 @@ scalars = (st.none() | st.booleans() | st.integers(-(2 ** 448) + 1, 2 ** 448 - 1
            | st.sampled_from([b"list", b"remote", b"unicode", "None", 2 ** 31, -(2 ** 31)]))
 hashables = st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.binary(
     max_size=20)
-values = st.recursive(
-    scalars,
-    lambda inner: (st.lists(inner, max_size=8) | st.lists(inner, max_size=8).map(tuple)
-                   | st.dictionaries(hashables, inner, max_size=8)
-                   | st.frozensets(hashables, max_size=5) | st.sets(hashables, max_size=5)),
-    max_leaves=40)
+values = plain_values(scalars, hashables)
 
 
 def same(a, b):
@@ -157,23 +153,31 @@ def _fast(codec, data):
     return found[0][2].value
 
 
+def _at_or_past(codec, value, data, fits):
+    """At a limit both codecs take ``value``; one past it both decline it."""
+    if fits:
+        assert codec.dumps([b"answer", 1], (value,), VOCAB_CODES) == data
+        assert _fast(codec, data) == value
+    else:
+        with pytest.raises(plaincodec.Fallback):
+            codec.dumps([b"answer", 1], (value,), VOCAB_CODES)
+        assert _fast(codec, data) is None
+
+
 @codecs
 @pytest.mark.parametrize("size", [banana.SIZE_LIMIT, banana.SIZE_LIMIT + 1])
 def test_string_length_at_the_limit_and_one_past(codec, size):
-    blob, text = b"x" * size, "\u00e9" * (size // 2) + "x" * (size % 2)  # text: size utf-8 bytes
-    if size <= banana.SIZE_LIMIT:
-        for value in (blob, text):
-            data = codec.dumps(HEAD, (value,), VOCAB_CODES)
-            assert data == banana.encode(HEAD + [jelly(value)])
-            assert _fast(codec, data) == value
-    else:
-        for value in (blob, text):
-            with pytest.raises(plaincodec.Fallback):
-                codec.dumps(HEAD, (value,), VOCAB_CODES)
-        data = _raw_message(banana.encode_b128(size) + b"\x82" + blob)
-        assert _fast(codec, data) is None  # the general decoder refuses it
+    fits = size <= banana.SIZE_LIMIT
+    text = "\u00e9" * (size // 2) + "x" * (size % 2)  # size bytes in utf-8
+    blob = b"x" * size
+    blob_data = _raw_message(banana.encode_b128(size) + b"\x82" + blob)
+    _at_or_past(codec, blob, blob_data, fits)
+    text_data = _raw_message(banana.list_header(2) + b"\x07\x82unicode"
+                             + banana.encode_b128(size) + b"\x82" + text.encode())
+    _at_or_past(codec, text, text_data, fits)
+    if not fits:  # the general decoder refuses it
         with pytest.raises(BananaError, match="over the 655360-byte limit"):
-            Decoder(vocab=True, fast=codec.loads).feed(data)
+            Decoder(vocab=True, fast=codec.loads).feed(blob_data)
 
 
 @codecs
@@ -182,13 +186,8 @@ def test_list_length_at_the_limit_and_one_past(codec, count):
     value = [7] * (count - 1)  # jellied, the list has one more element: its tag
     data = _raw_message(banana.encode_b128(count) + b"\x80" + banana.encode(b"list")
                         + b"\x07\x81" * (count - 1))
-    if count <= banana.SIZE_LIMIT:
-        assert codec.dumps([b"answer", 1], (value,), VOCAB_CODES) == data
-        assert _fast(codec, data) == value
-    else:
-        with pytest.raises(plaincodec.Fallback):
-            codec.dumps([b"answer", 1], (value,), VOCAB_CODES)
-        assert _fast(codec, data) is None
+    _at_or_past(codec, value, data, count <= banana.SIZE_LIMIT)
+    if count > banana.SIZE_LIMIT:
         with pytest.raises(BananaError, match="over the 655360-element limit"):
             Decoder(vocab=True, fast=codec.loads).feed(data)
 
@@ -199,13 +198,8 @@ def test_depth_at_the_fast_limit_and_one_past(codec, depth):
     """Values nested up to 64 deep take the fast path; deeper ones the general one."""
     value = _nested(depth)
     data = _message(jelly(value))
-    if depth <= 64:
-        assert codec.dumps([b"answer", 1], (value,), VOCAB_CODES) == data
-        assert _fast(codec, data) == value
-    else:
-        with pytest.raises(plaincodec.Fallback):
-            codec.dumps([b"answer", 1], (value,), VOCAB_CODES)
-        assert _fast(codec, data) is None
+    _at_or_past(codec, value, data, depth <= 64)
+    if depth > 64:
         assert unjelly(Decoder(vocab=True, fast=codec.loads).feed(data)[0][2]) == value
 
 

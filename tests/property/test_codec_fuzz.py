@@ -10,26 +10,12 @@ generated inputs through its pure-Python driver (no atheris needed); see
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from pbgreen import plaincodec
+from support import load_harness
 
-FUZZ_PATH = Path(__file__).resolve().parents[2] / "fuzz" / "codec_fuzz.py"
-
-
-def _load_harness():
-    spec = importlib.util.spec_from_file_location("codec_fuzz", FUZZ_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("codec_fuzz", module)
-    spec.loader.exec_module(module)
-    return sys.modules["codec_fuzz"]
-
-
-fz = _load_harness()
+fz = load_harness("codec_fuzz")
 
 pytestmark = pytest.mark.skipif("compiled" not in plaincodec.implementations(),
                                 reason="the C extension is not built here")
