@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,9 @@ from pbgreen.banana import NO_VOCAB, VOCAB, VOCAB_CODES
 from support import load_harness, plain_values
 
 PACKAGE = Path(plaincodec.__file__).parent
-BUILT = sorted(PACKAGE.glob("_ccodec*.so")) + sorted(PACKAGE.glob("_ccodec*.pyd"))
+#: The extension files this interpreter would load (one built for another Python does not count).
+BUILT = [PACKAGE / f"_ccodec{suffix}" for suffix in EXTENSION_SUFFIXES
+         if (PACKAGE / f"_ccodec{suffix}").exists()]
 CODECS = plaincodec.implementations()
 PY = CODECS["python"]
 C = CODECS.get("compiled")
@@ -41,10 +46,8 @@ def test_the_compiled_codec_is_active_when_it_was_built():
         assert getattr(plaincodec, name) is getattr(C, name)
 
 
-def test_pure_python_is_chosen_by_the_environment(tmp_path):
+def test_pure_python_is_chosen_by_the_environment():
     """PBGREEN_PUREPYTHON=1 in a fresh interpreter selects the pure codec; empty or 0 does not."""
-    import subprocess
-    import sys
     code = "from pbgreen import plaincodec; print(plaincodec.COMPILED)"
     for value, compiled in (("1", False), ("", C is not None), ("0", C is not None)):
         env = dict(os.environ, PBGREEN_PUREPYTHON=value)
