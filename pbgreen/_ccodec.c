@@ -1270,11 +1270,13 @@ vocab_tables(void)
 PyMODINIT_FUNC
 PyInit__ccodec(void)
 {
-    PyObject *banana = NULL, *pure = NULL, *errors = NULL, *module = NULL;
-    errors = PyImport_ImportModule("pbgreen.errors");  /* the exception classes' home */
+    /* Exceptions: Fallback comes from _pycodec and EncodeError from banana, as
+     * in the pure codec; neither codec raises ProtocolError or BananaError (a
+     * declined message goes to banana's general decoder, which does). */
+    PyObject *banana = NULL, *pure = NULL, *module = NULL;
     banana = PyImport_ImportModule("pbgreen.banana");
     pure = PyImport_ImportModule("pbgreen._pycodec");
-    if (errors == NULL || banana == NULL || pure == NULL)
+    if (banana == NULL || pure == NULL)
         goto done;
     if (get(pure, "Fallback", &Fallback) || get(pure, "Built", &Built)
             || get(pure, "dumps", &py_dumps) || get(pure, "dumps_head", &py_dumps_head)
@@ -1310,7 +1312,6 @@ PyInit__ccodec(void)
         goto done;
     module = PyModule_Create(&module_def);
 done:
-    Py_XDECREF(errors);
     Py_XDECREF(banana);
     Py_XDECREF(pure);
     return module;
