@@ -356,16 +356,19 @@ dump_value(Dumper *D, PyObject *obj, Py_ssize_t depth)
             return r;
         if (put_piece(o, is_list ? &d->LIST : &d->TUPLE) < 0)
             return FAILED;
-        /* no Python code runs while writing, so the list cannot change under us */
-        PyObject **items = is_list ? ((PyListObject *)obj)->ob_item : ((PyTupleObject *)obj)->ob_item;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *item = items[i];
-            PyTypeObject *ti = Py_TYPE(item);
-            if (ti == &PyLong_Type) {  /* the commonest leaves, inline */
+        /* Writing may allocate, and a collection may run a finalizer that changes
+         * a list: so the size is read again each time and each item held. */
+        for (Py_ssize_t i = 0; i < (is_list ? PyList_GET_SIZE(obj) : n); i++) {
+            PyObject *item = is_list ? PyList_GET_ITEM(obj, i) : PyTuple_GET_ITEM(obj, i);
+            if (Py_TYPE(item) == &PyLong_Type) {  /* the commonest leaves, inline */
                 if ((r = put_int(o, item)) < 0)
                     return r;
+                continue;
             }
-            else if ((r = dump_value(D, item, depth + 1)) < 0)
+            Py_INCREF(item);
+            r = dump_value(D, item, depth + 1);
+            Py_DECREF(item);
+            if (r < 0)
                 return r;
         }
         return 0;
@@ -381,9 +384,14 @@ dump_value(Dumper *D, PyObject *obj, Py_ssize_t depth)
             RESERVE(o, 2);
             o->p[o->len++] = 2;
             o->p[o->len++] = (char)0x80;
-            if ((r = dump_value(D, key, depth + 2)) < 0)
-                return r;
-            if ((r = dump_value(D, item, depth + 2)) < 0)
+            Py_INCREF(key);  /* held, as list items are above */
+            Py_INCREF(item);
+            r = dump_value(D, key, depth + 2);
+            if (r == 0)
+                r = dump_value(D, item, depth + 2);
+            Py_DECREF(key);
+            Py_DECREF(item);
+            if (r < 0)
                 return r;
         }
         return 0;
