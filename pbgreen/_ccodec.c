@@ -747,25 +747,22 @@ span_bytes(const Span *w)
 #define TEXT_CACHE_LEN 32
 static PyObject *text_cache[TEXT_CACHE];
 
-static inline int
-is_ascii(const char *p, Py_ssize_t len)
-{
-    for (Py_ssize_t i = 0; i < len; i++)
-        if ((unsigned char)p[i] >= 0x80)
-            return 0;
-    return 1;
-}
-
 /* utf-8 text, or DECLINE when it is not valid utf-8 */
 static int
 decode_text(const char *p, Py_ssize_t len, PyObject **result)
 {
     PyObject **slot = NULL;
-    if (len <= TEXT_CACHE_LEN && is_ascii(p, len)) {
+    if (len <= TEXT_CACHE_LEN) {
         uint32_t h = 2166136261u;
-        for (Py_ssize_t i = 0; i < len; i++)
+        unsigned char high = 0;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            high |= (unsigned char)p[i];
             h = (h ^ (unsigned char)p[i]) * 16777619u;
-        slot = &text_cache[(h ^ (h >> 15)) & (TEXT_CACHE - 1)];
+        }
+        if (!(high & 0x80))  /* ASCII: its str holds the same bytes */
+            slot = &text_cache[(h ^ (h >> 15)) & (TEXT_CACHE - 1)];
+    }
+    if (slot != NULL) {
         PyObject *known = *slot;
         if (known != NULL && PyUnicode_GET_LENGTH(known) == len
                 && memcmp(PyUnicode_DATA(known), p, len) == 0) {
@@ -946,7 +943,8 @@ load_value(const Loader *L, Py_ssize_t pos, Py_ssize_t depth, PyObject **result,
         return 0;
     case 0x80:
         /* the common short text, read directly: ['unicode', <string under 128 bytes>] */
-        if (h.value == 2 && L->len - pos >= 9 && memcmp(buf + pos, UNICODE_HEAD, 9) == 0) {
+        if (h.value == 2 && L->len - pos >= 9 && buf[pos] == 0x07 && buf[pos + 1] == 0x82
+                && memcmp(buf + pos + 2, UNICODE_HEAD + 2, 7) == 0) {
             if (pos + 9 >= L->len)
                 return DECLINE;
             unsigned char length = buf[pos + 9];
