@@ -468,20 +468,17 @@ dump_all(Dumper *D, PyObject *values)
 
 #define EXACT_SEQUENCE(x) (PyTuple_CheckExact(x) || PyList_CheckExact(x))
 
-static PyObject *
-delegate(PyObject *func, PyObject *const *args, Py_ssize_t nargs)
-{
-    return PyObject_Vectorcall(func, args, nargs, NULL);
-}
+/* The pure function's answer for a call this module does not take natively. */
+#define delegate(func, args, nargs) PyObject_Vectorcall((func), (args), (nargs), kwnames)
 
 PyDoc_STRVAR(dumps_values_doc,
 "dumps_values(values, vocab) -> bytes\n\n"
 "Banana bytes of jelly(v) for each value, one after another, or Fallback.");
 
 static PyObject *
-c_dumps_values(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+c_dumps_values(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs != 2)
+    if (nargs != 2 || kwnames != NULL)
         return delegate(py_dumps_values, args, nargs);
     const Dialect *d = dialect_of(args[1]);
     if (d == NULL || !EXACT_SEQUENCE(args[0]))
@@ -520,9 +517,9 @@ PyDoc_STRVAR(dumps_doc,
 "head holds the message's plain fields (bytes and ints).");
 
 static PyObject *
-c_dumps(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+c_dumps(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs != 3)
+    if (nargs != 3 || kwnames != NULL)
         return delegate(py_dumps, args, nargs);
     PyObject *head = args[0], *values = args[1];
     const Dialect *d = dialect_of(args[2]);
@@ -545,9 +542,9 @@ PyDoc_STRVAR(dumps_head_doc,
 "Raises EncodeError for a field banana cannot send.");
 
 static PyObject *
-c_dumps_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+c_dumps_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs != 3)
+    if (nargs != 3 || kwnames != NULL)
         return delegate(py_dumps_head, args, nargs);
     PyObject *head = args[0], *more = args[1];
     const Dialect *d = dialect_of(args[2]);
@@ -1124,9 +1121,9 @@ PyDoc_STRVAR(loads_doc,
 "as Built values.");
 
 static PyObject *
-c_loads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+c_loads(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs != 6 || !PyBytes_CheckExact(args[0]) || !PyLong_CheckExact(args[1])
+    if (nargs != 6 || kwnames != NULL || !PyBytes_CheckExact(args[0]) || !PyLong_CheckExact(args[1])
             || !PyLong_CheckExact(args[2]) || !(args[3] == Py_None || args[3] == VOCAB)
             || !PyLong_CheckExact(args[4]) || !PyLong_CheckExact(args[5]))
         return delegate(py_loads, args, nargs);
@@ -1155,10 +1152,10 @@ c_loads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
-    {"dumps", (PyCFunction)(void (*)(void))c_dumps, METH_FASTCALL, dumps_doc},
-    {"dumps_head", (PyCFunction)(void (*)(void))c_dumps_head, METH_FASTCALL, dumps_head_doc},
-    {"dumps_values", (PyCFunction)(void (*)(void))c_dumps_values, METH_FASTCALL, dumps_values_doc},
-    {"loads", (PyCFunction)(void (*)(void))c_loads, METH_FASTCALL, loads_doc},
+    {"dumps", (PyCFunction)(void (*)(void))c_dumps, METH_FASTCALL | METH_KEYWORDS, dumps_doc},
+    {"dumps_head", (PyCFunction)(void (*)(void))c_dumps_head, METH_FASTCALL | METH_KEYWORDS, dumps_head_doc},
+    {"dumps_values", (PyCFunction)(void (*)(void))c_dumps_values, METH_FASTCALL | METH_KEYWORDS, dumps_values_doc},
+    {"loads", (PyCFunction)(void (*)(void))c_loads, METH_FASTCALL | METH_KEYWORDS, loads_doc},
     {NULL, NULL, 0, NULL},
 };
 

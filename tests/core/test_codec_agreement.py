@@ -226,6 +226,12 @@ def test_odd_arguments_are_handled_as_the_pure_function_does():
             outcome(PY.loads, data, 0, len(data), vocab, banana.SIZE_LIMIT, 100)
     assert outcome(C.dumps_values, iter([1]), VOCAB_CODES) == \
         outcome(PY.dumps_values, iter([1]), VOCAB_CODES)
+    by_name = dict(buf=data, pos=0, n=len(data), vocab=VOCAB, size_limit=banana.SIZE_LIMIT,
+                   max_items=100)
+    assert canon(C.loads(**by_name)) == canon(PY.loads(**by_name))
+    assert C.dumps_values(values=(1,), vocab=VOCAB_CODES) == PY.dumps_values((1,), VOCAB_CODES)
+    with pytest.raises(TypeError):
+        C.loads(data, 0)
 
 
 def test_nan_and_signed_zero_survive_both():
