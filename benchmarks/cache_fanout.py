@@ -462,7 +462,7 @@ def holders_pbgreen(args):
     found = list(connected_nodelay().values())
     nodelay.update(checked=len(found), preset=sum(found), after=sum(found))
     emit("READY", {"holders": len(tracker.caches), "setup_s": time.perf_counter() - t0,
-                   "nodelay": nodelay})
+                   "nodelay": nodelay, "rss_kb": current_rss_kb()})
 
     done = Event()
     tracker.on_done = done.set
@@ -562,7 +562,8 @@ def holders_twisted(args):
                 return
             tracker.on_done = lambda: self.say("DONE", tracker.report(self.expected_count))
             self.say("READY", {"holders": len(tracker.caches),
-                               "setup_s": time.perf_counter() - t0, "nodelay": nodelay})
+                               "setup_s": time.perf_counter() - t0, "nodelay": nodelay,
+                               "rss_kb": current_rss_kb()})
 
         def lineReceived(self, line):
             msg = json.loads(line)
@@ -646,6 +647,7 @@ def run_system(args, system):
             raise Failed(f"holders could not connect: {ready}")
         res["setup_s"] = ready["setup_s"]
         res["holder_nodelay"] = ready["nodelay"]
+        res["holders_rss_before_kb"] = ready["rss_kb"]
         command(owner, {"cmd": "observers"})
         _tag, obs = answer(owner, ("OK",), timeout=30)
         res["rss_before_kb"] = obs["rss_kb"]
@@ -732,6 +734,27 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
+#: Issue 11's targets, as (title, pbgreen's ratio to Twisted, bound, met when below?).
+TARGETS = (("setter loop, pbgreen / Twisted", 0.05, True),
+           ("first update -> all delivered, Twisted / pbgreen", 8.0, False),
+           ("holder process peak RSS, pbgreen / Twisted", 1.0, True))
+
+
+def print_targets(setter_p, setter_t, deliver_p, deliver_t, rss_p, rss_t):
+    """The three ratios issue 11 sets targets for, and whether this run met them."""
+    ratios = (setter_p / setter_t if setter_p and setter_t else None,
+              deliver_t / deliver_p if deliver_p and deliver_t else None,
+              rss_p / rss_t if rss_p and rss_t else None)
+    print("\nTargets (issue 11):")
+    for (title, bound, below), ratio in zip(TARGETS, ratios):
+        if ratio is None:
+            print(f"  {title:<52} -      (target {'<=' if below else '>='} {bound:g}x)")
+            continue
+        met = ratio <= bound if below else ratio >= bound
+        print(f"  {title:<52} {ratio:6.3f}x (target {'<=' if below else '>='} {bound:g}x: "
+              f"{'met' if met else 'NOT met'})")
+
+
 def report(args, results):
     n, u = args.holders, args.updates
     msgs = n * u
@@ -793,6 +816,8 @@ def report(args, results):
         val("pbgreen", "holders_cpu_s"), val("twisted", "holders_cpu_s"), secs)
     row("  of which in the cyclic GC (wall)",
         val("pbgreen", "holders_gc_s"), val("twisted", "holders_gc_s"), secs)
+    row("holder process RSS, holders connected, before updates",
+        top("pbgreen", "holders_rss_before_kb"), top("twisted", "holders_rss_before_kb"), mb)
     row("holder process peak RSS",
         top("pbgreen", "holders_peak_rss_kb"), top("twisted", "holders_peak_rss_kb"), mb)
     row(f"setup: {n:,} holders connect + getCounter",
@@ -812,6 +837,8 @@ def report(args, results):
     print(render_table(["", header("pbgreen"), header("twisted"), "Twisted/pbgreen"], rows))
     print("Twisted/pbgreen: Twisted's number divided by pbgreen's (above 1.00x: pbgreen "
           "is faster or smaller; the delivered-per-second row is pbgreen/Twisted)")
+    print_targets(sp, st, dp, dt, top("pbgreen", "holders_peak_rss_kb"),
+                  top("twisted", "holders_peak_rss_kb"))
 
     for system in SYSTEMS:
         res = results.get(system)

@@ -1,4 +1,4 @@
-"""Round-trip benchmark: pbgreen vs Twisted PB vs a raw gevent echo.
+"""Round-trip benchmark: pbgreen vs Twisted PB, RPyC, Pyro5, and raw gevent echoes.
 
 How it works: this one file plays three roles, picked by ``--role``.
 
@@ -51,8 +51,14 @@ from pbgreen.testing.processes import Child
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-SYSTEMS = ("pbgreen", "twisted", "raw")
-SYSTEM_TITLES = {"pbgreen": "pbgreen", "twisted": "Twisted PB", "raw": "raw gevent"}
+SYSTEMS = ("pbgreen", "twisted", "raw", "rawpickle", "rpyc", "pyro5")
+SYSTEM_TITLES = {"pbgreen": "pbgreen", "twisted": "Twisted PB", "raw": "raw gevent",
+                 "rawpickle": "raw pickle", "rpyc": "RPyC", "pyro5": "Pyro5"}
+#: The module each system needs beyond pbgreen's own dependencies: a system
+#: whose module is missing is reported as not installed, the rest still run.
+SYSTEM_NEEDS = {"twisted": "twisted", "rpyc": "rpyc", "pyro5": "Pyro5"}
+#: Workloads whose payload is structured data: also compared with raw pickle.
+STRUCTURED = ("b",)
 
 BATCH = 100  # calls in flight for workload (d)
 BIG_SIZE = 600 * 1024  # under banana's 640 KiB per-string limit
@@ -236,10 +242,16 @@ def gevent_wait_for_stop():
 
 
 def server_raw(args):
+    """The raw gevent echo; as ``rawpickle`` it unpickles each frame and pickles it back."""
+    import pickle
+
     from gevent.pool import Pool
     from gevent.server import StreamServer
 
     stats = {"connections": 0, "nodelay_preset": [], "nodelay": []}
+    rebuild = args.system == "rawpickle"
+    dumps, loads = pickle.dumps, pickle.loads
+    pack = struct.Struct("!I").pack
 
     def handle(sock, _addr):
         before, after = ensure_nodelay(sock)
@@ -257,6 +269,9 @@ def server_raw(args):
                 body = rfile.read(size)
                 if len(body) < size:
                     return
+                if rebuild:
+                    body = dumps(loads(body), pickle.HIGHEST_PROTOCOL)
+                    header = pack(len(body))
                 sock.sendall(header + body)
         except OSError:
             return
@@ -317,15 +332,20 @@ def watch_nodelay(stats, interval=0.5):
 
     def watch():
         while True:
-            for inode, on in connected_nodelay().items():
-                if inode not in seen:
-                    seen.add(inode)
-                    stats["connections"] += 1
-                    stats["nodelay_preset"].append(on)
-                    stats["nodelay"].append(on)
+            note_new_sockets(stats, seen)
             gevent.sleep(interval)
 
     return gevent.spawn(watch)
+
+
+def note_new_sockets(stats, seen):
+    """Count the connected sockets not ``seen`` before, with their TCP_NODELAY."""
+    for inode, on in connected_nodelay().items():
+        if inode not in seen:
+            seen.add(inode)
+            stats["connections"] += 1
+            stats["nodelay_preset"].append(on)
+            stats["nodelay"].append(on)
 
 
 def server_twisted(args):
@@ -371,6 +391,105 @@ def server_twisted(args):
     stop_profiler(prof, args)
     stats["peak_rss_kb"] = peak_rss_kb()
     emit("STATS", stats)
+
+
+def wait_for_stop_line():
+    """Block this (plain, threaded) process until stdin says stop or closes."""
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            return
+
+
+def server_rpyc(args):
+    """RPyC's ThreadedServer with a service whose ``exposed_echo`` returns its argument.
+
+    RPyC passes lists and dicts *by reference* (a netref to the caller's
+    object). Returning that netref would send nothing back but an id, so
+    the echo first takes a real local copy (``rpyc.classic.obtain``: the
+    client pickles its object) and returns that; the client obtains the
+    answer in turn. Strings and bytes travel by value and come back as they are.
+    """
+    import threading
+
+    import rpyc
+    from rpyc.core.netref import BaseNetref
+    from rpyc.utils.classic import obtain
+    from rpyc.utils.server import ThreadedServer
+
+    stats = {"connections": 0, "nodelay_preset": [], "nodelay": []}
+
+    class EchoService(rpyc.Service):
+        def exposed_echo(self, x):
+            return obtain(x) if isinstance(x, BaseNetref) else x
+
+    class NoDelayServer(ThreadedServer):
+        def _accept_method(self, sock):
+            before, after = ensure_nodelay(sock)
+            stats["connections"] += 1
+            stats["nodelay_preset"].append(before)
+            stats["nodelay"].append(after)
+            super()._accept_method(sock)
+
+    server = NoDelayServer(EchoService, hostname=args.host, port=0,
+                           protocol_config={"allow_pickle": True})
+    thread = threading.Thread(target=server.start, daemon=True)
+    thread.start()
+    stats["rss_after_start_kb"] = current_rss_kb()
+    emit(f"PORT {server.port}")
+    wait_for_stop_line()
+    server.close()
+    stats["peak_rss_kb"] = peak_rss_kb()
+    emit("STATS", stats)
+
+
+def server_pyro5(args):
+    """A Pyro5 daemon (default thread-pool server) exposing ``echo``; serializer serpent."""
+    import threading
+
+    import Pyro5.api
+
+    Pyro5.api.config.SOCK_NODELAY = True  # Pyro5's switch; accepted sockets inherit it
+    Pyro5.api.config.SERIALIZER = "serpent"  # Pyro5's default, named so nobody wonders
+    stats = {"connections": 0, "nodelay_preset": [], "nodelay": [], "nodelay_how": None}
+
+    @Pyro5.api.expose
+    class Echo:
+        def echo(self, x):
+            return x
+
+    daemon = Pyro5.api.Daemon(host=args.host, port=0)
+    daemon.register(Echo, "echo")
+    running = threading.Event()
+    running.set()
+    thread = threading.Thread(target=daemon.requestLoop, args=(running.is_set,), daemon=True)
+    thread.start()
+    watcher_stop = watch_nodelay_threaded(stats)
+    stats["rss_after_start_kb"] = current_rss_kb()
+    emit(f"PORT {daemon.locationStr.rsplit(':', 1)[1]}")
+    wait_for_stop_line()
+    watcher_stop.set()
+    running.clear()
+    daemon.shutdown()
+    stats["peak_rss_kb"] = peak_rss_kb()
+    emit("STATS", stats)
+
+
+def watch_nodelay_threaded(stats, interval=0.5):
+    """``watch_nodelay`` for a server without gevent: a thread; returns the Event that stops it."""
+    import threading
+
+    stop = threading.Event()
+    stats["nodelay_how"] = (f"read every {interval:g} s from each connected socket of the "
+                            "server process (/proc/self/fd); set by Pyro5 (SOCK_NODELAY)")
+    seen = set()
+
+    def watch():
+        while not stop.is_set():
+            note_new_sockets(stats, seen)
+            stop.wait(interval)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return stop
 
 
 # --------------------------------------------------------------------------
@@ -522,9 +641,14 @@ def client_pbgreen(args):
 
 
 def client_raw(args):
+    """The raw gevent echo client; as ``rawpickle`` it pickles and unpickles every message."""
+    import pickle
+
     from gevent import socket as gsocket
 
     perf = time.perf_counter
+    rebuild = args.system == "rawpickle"
+    dumps, loads, proto = pickle.dumps, pickle.loads, pickle.HIGHEST_PROTOCOL
     pack = struct.Struct("!I").pack
     unpack = struct.Struct("!I").unpack
 
@@ -555,6 +679,17 @@ def client_raw(args):
                 raise EOFError("server closed the connection")
             return body
 
+        if rebuild:  # every message serialized and parsed on both sides, each time
+            def one(n_frames):
+                out = b""
+                for _ in range(n_frames):
+                    body = dumps(payload, proto)
+                    out += pack(len(body)) + body
+                sendall(out)
+                return [loads(recv_frame()) for _ in range(n_frames)]
+
+            frames_per_call = BATCH if name == "d" else 1
+            return echo_runner(lambda: one(frames_per_call), payload)
         if name != "d":
             def runner(n):
                 t0 = perf()
@@ -583,6 +718,106 @@ def client_raw(args):
                 if any(recv_frame() != data for _ in range(BATCH)):
                     raise AssertionError("echo returned different bytes")
         return runner, check
+
+    return run_blocking_client(args, connect, make_runner, close,
+                               lambda conn: conn["nodelay"])
+
+
+def echo_runner(iteration, payload):
+    """``(runner, check)`` for a client whose ``iteration()`` returns the answers it got."""
+    perf = time.perf_counter
+
+    def runner(n):
+        t0 = perf()
+        for _ in range(n):
+            iteration()
+        return perf() - t0
+
+    def check():
+        if any(value != payload for value in iteration()):
+            raise AssertionError("echo returned a different value")
+    return runner, check
+
+
+def client_rpyc(args):
+    """RPyC client: ``conn.root.echo(x)``; lists and dicts come back as netrefs and are
+    copied with ``rpyc.classic.obtain``, as a user who wants the data would."""
+    import rpyc
+    from rpyc.core.netref import BaseNetref
+    from rpyc.core.stream import SocketStream
+    from rpyc.utils.classic import obtain
+    from rpyc.utils.factory import connect_stream
+
+    def connect():
+        stream = SocketStream.connect(args.host, args.port, nodelay=True)
+        conn = connect_stream(stream, config={"allow_pickle": True})
+        seen = list(connected_nodelay().values())
+        return {"conn": conn, "nodelay": {"set_by_rpyc_option": all(seen), "after": all(seen)}}
+
+    def close(conn):
+        conn["conn"].close()
+
+    def make_runner(conn, name, payload, _raw_enc):
+        echo = conn["conn"].root.echo
+
+        def call(x):
+            value = echo(x)
+            return obtain(value) if isinstance(value, BaseNetref) else value
+
+        if name == "d":
+            echo_async = rpyc.async_(echo)
+
+            def batch():
+                pending = [echo_async(payload) for _ in range(BATCH)]
+                return [r.value for r in pending]
+            return echo_runner(batch, payload)
+        return echo_runner(lambda: [call(payload)], payload)
+
+    return run_blocking_client(args, connect, make_runner, close,
+                               lambda conn: conn["nodelay"])
+
+
+def client_pyro5(args):
+    """Pyro5 client: a ``Proxy`` calling ``echo``, serializer serpent (Pyro5's default).
+
+    serpent sends bytes as a base64 dict; the client turns answers back into
+    bytes with ``serpent.tobytes``, as Pyro5's documentation tells users to.
+    For (d), 100 calls go in one ``BatchProxy`` (Pyro5's way to have many
+    calls under way at once on one connection: one message, run in order).
+    """
+    import Pyro5.api
+    import serpent
+
+    Pyro5.api.config.SOCK_NODELAY = True
+    Pyro5.api.config.SERIALIZER = "serpent"
+
+    def connect():
+        proxy = Pyro5.api.Proxy(f"PYRO:echo@{args.host}:{args.port}")
+        proxy._pyroBind()
+        seen = list(connected_nodelay().values())
+        return {"proxy": proxy, "nodelay": {"set_by_pyro5_option": all(seen),
+                                            "after": all(seen)}}
+
+    def close(conn):
+        conn["proxy"]._pyroRelease()
+
+    def make_runner(conn, name, payload, _raw_enc):
+        proxy = conn["proxy"]
+        echo = proxy.echo
+        as_bytes = type(payload) is bytes
+
+        def call(x):
+            value = echo(x)
+            return serpent.tobytes(value) if as_bytes else value
+
+        if name == "d":
+            def batch():
+                calls = Pyro5.api.BatchProxy(proxy)
+                for _ in range(BATCH):
+                    calls.echo(payload)
+                return list(calls())
+            return echo_runner(batch, payload)
+        return echo_runner(lambda: [call(payload)], payload)
 
     return run_blocking_client(args, connect, make_runner, close,
                                lambda conn: conn["nodelay"])
@@ -863,11 +1098,27 @@ def measure_workload(args, name, clients, results):
         results[system]["workloads"][name] = summarize(n_iter[system], per_iter, calls)
 
 
+def not_installed(system):
+    """Why ``system`` cannot run here (its package is missing), or ``None``."""
+    import importlib.util
+
+    module = SYSTEM_NEEDS.get(system)
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    return (f"not installed ({module} is missing: `make bench`, or "
+            f"pip install -e '.[bench]')")
+
+
 def run_all(args, children, results, stats):
     systems = args.systems
     servers, clients = {}, {}
     for system in systems:
         results[system] = {"workloads": {}, "info": {}}
+        missing = not_installed(system)
+        if missing:
+            results[system]["error"] = missing
+            print(f"  {SYSTEM_TITLES[system]}: {missing}; measuring the others", flush=True)
+            continue
         try:
             servers[system], clients[system] = start_system(args, system, children)
         except (TimeoutError, RuntimeError) as exc:
@@ -905,7 +1156,7 @@ def fmt_us(cell):
     if cell is None:
         return "-"
     if "error" in cell:
-        return "ERROR"
+        return "n/a" if cell.get("missing") else "ERROR"
     us = cell["us_per_call"]
     if us >= 10_000:
         return f"{us / 1000:,.1f} ms"
@@ -986,25 +1237,45 @@ def orchestrate(args):
             return None
         found = res["workloads"].get(name)
         if found is None and "error" in res:
+            if res["error"].startswith("not installed"):
+                return {"error": res["error"], "missing": True}
             return {"error": "system failed to start"}
         return found
 
     print()
-    headers = ["workload", "pbgreen", "Twisted PB", "raw gevent",
-               "Twisted/pbgreen", "pbgreen/raw"]
+    headers = ["workload"] + [SYSTEM_TITLES[s] for s in systems]
+    both = "pbgreen" in systems and "twisted" in systems
+    if both:
+        headers.append("Twisted/pbgreen")
     rows = []
     for name in args.workloads:
-        title = WORKLOADS[name][0]
-        pg, tw, raw = cell("pbgreen", name), cell("twisted", name), cell("raw", name)
-        rows.append([title, fmt_us(pg), fmt_us(tw), fmt_us(raw),
-                     fmt_ratio(tw, pg), fmt_ratio(pg, raw)])
+        cells = [cell(s, name) for s in systems]
+        row = [WORKLOADS[name][0]] + [fmt_us(c) for c in cells]
+        if both:
+            row.append(fmt_ratio(cell("twisted", name), cell("pbgreen", name)))
+        rows.append(row)
         if name == "d":
-            rows.append([f"    {BATCH} in flight: calls/s", fmt_rate(pg), fmt_rate(tw),
-                         fmt_rate(raw), "", ""])
+            rows.append([f"    {BATCH} in flight: calls/s"] + [fmt_rate(c) for c in cells]
+                        + ([""] if both else []))
     print("Time per call (median; lower is better)")
     print(render_table(headers, rows))
-    print("Twisted/pbgreen: speed-up of pbgreen over Twisted PB (higher is better)")
-    print("pbgreen/raw:     pbgreen's cost over a bare length-prefixed echo (lower is better)")
+    if both:
+        print("Twisted/pbgreen: speed-up of pbgreen over Twisted PB (higher is better)")
+
+    # Every system against the two limits: the bare echo, and (for structured
+    # data) the bare echo that pickles each message on both sides.
+    references = [(ref, [name for name in args.workloads if ref == "raw" or name in STRUCTURED])
+                  for ref in ("raw", "rawpickle") if ref in systems]
+    for ref, names in references:
+        if not names:
+            continue
+        others = [s for s in systems if s != ref and not (ref == "rawpickle" and s == "raw")]
+        print(f"\nEach system's time divided by {SYSTEM_TITLES[ref]}'s (lower is better; "
+              "1.00x is no overhead over it)")
+        print(render_table(["workload"] + [f"{SYSTEM_TITLES[s]}/{ref}" for s in others],
+                           [[WORKLOADS[name][0]]
+                            + [fmt_ratio(cell(s, name), cell(ref, name)) for s in others]
+                            for name in names]))
 
     extra = cell("pbgreen", EXTRA_D_GREENLETS)
     if extra:
@@ -1027,6 +1298,9 @@ def orchestrate(args):
                          mb(st.get("rss_after_start_kb")), mb(cli.get("peak_rss_kb"))])
     print(render_table(["system", "server peak", "server at start", "client peak"], rss_rows))
 
+    # Idle connection memory (benchmarks/idle_memory.py, to come) is reported
+    # here, as one more row per system under Peak RSS.
+
     print("\nTCP_NODELAY")
     for system in systems:
         st = stats.get(system, {})
@@ -1039,7 +1313,8 @@ def orchestrate(args):
               + f"; client: {cli.get('nodelay')}")
 
     sizes = wire_sizes()
-    print("\nWhat the raw echo sends (4-byte big-endian length + payload):")
+    print("\nWhat the raw echo sends (4-byte big-endian length + payload; raw pickle "
+          "sends pickle.dumps(payload) instead, made and parsed on both sides per message):")
     for name in args.workloads:
         sz = sizes[name]
         pb_part = (f"; PB's jellied argument alone is {sz['pb_jelly_args']:,} bytes"
@@ -1048,7 +1323,12 @@ def orchestrate(args):
     errors = [(s, n, c["error"]) for s in systems
               for n, c in (results.get(s, {}).get("workloads") or {}).items()
               if isinstance(c, dict) and "error" in c]
-    errors += [(s, "-", r["error"]) for s, r in results.items() if "error" in r]
+    errors += [(s, "-", r["error"]) for s, r in results.items()
+               if "error" in r and not r["error"].startswith("not installed")]
+    missing = [(s, r["error"]) for s, r in results.items()
+               if r.get("error", "").startswith("not installed")]
+    for s, why in missing:  # not an error: the run measured the systems it could
+        print(f"\n{SYSTEM_TITLES[s]} was not measured: {why}")
     if errors:
         print("\nErrors:")
         for s, n, e in errors:
@@ -1092,10 +1372,11 @@ def print_profiles(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="short run (about 15 s instead of about 90 s)")
+    p.add_argument("--quick", action="store_true",
+                   help="short run (about 40 s instead of about 4 minutes)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--systems", default=",".join(SYSTEMS),
-                   help="comma-separated subset of: pbgreen,twisted,raw")
+                   help="comma-separated subset of: " + ",".join(SYSTEMS))
     p.add_argument("--workloads", default="abcd", help="subset of abcd, e.g. 'ab'")
     p.add_argument("--profile", action="store_true",
                    help="run server and client under cProfile and print the top functions")
@@ -1145,9 +1426,11 @@ def main(argv=None):
     # A child never outlives a stuck run: the default SIGALRM action exits.
     signal.alarm(args.alarm)
     if args.role == "server":
-        {"pbgreen": server_pbgreen, "twisted": server_twisted, "raw": server_raw}[args.system](args)
+        {"pbgreen": server_pbgreen, "twisted": server_twisted, "raw": server_raw,
+         "rawpickle": server_raw, "rpyc": server_rpyc, "pyro5": server_pyro5}[args.system](args)
         return 0
-    client = {"pbgreen": client_pbgreen, "twisted": client_twisted, "raw": client_raw}[args.system]
+    client = {"pbgreen": client_pbgreen, "twisted": client_twisted, "raw": client_raw,
+              "rawpickle": client_raw, "rpyc": client_rpyc, "pyro5": client_pyro5}[args.system]
     try:
         client(args)
     except Exception as exc:

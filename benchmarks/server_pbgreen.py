@@ -1,5 +1,8 @@
 """The pbgreen server that load.py attacks: ``remote_echo`` and ``remote_blob``.
 
+``remote_pid`` tells scale.py (which serves ``Root`` with ``pbgreen serve``)
+which process a connection reached.
+
 Usage: python server_pbgreen.py
 
 Listens on 127.0.0.1, port 0, with PBServer's default settings, and prints
@@ -7,6 +10,7 @@ Listens on 127.0.0.1, port 0, with PBServer's default settings, and prints
 pbgreen's public API.
 """
 
+import os
 import sys
 
 import gevent
@@ -22,6 +26,9 @@ class Root(pb.Root):
 
     def remote_blob(self, size=len(BLOB)):
         return BLOB if size == len(BLOB) else BLOB[:size]
+
+    def remote_pid(self):
+        return os.getpid()
 
 
 def main():

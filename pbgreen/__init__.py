@@ -8,13 +8,15 @@ pbgreen and Twisted peers talk to each other in both directions.
 from typing import Any
 
 from . import banana, cred, jelly
+from ._failure import CopyableFailure
 from .cred import (ANONYMOUS, AllowAnonymousAccess, Anonymous, ICredentialsChecker, IPerspective,
-                   IRealm, InMemoryPasswordChecker, Portal, UsernamePassword)
+                   IRealm, IUsernameHashedPassword, IUsernameMD5Password, InMemoryPasswordChecker,
+                   Portal, UsernamePassword)
 from .dispatch import time_left
 from .errors import (BananaError, CallTimeout, ClosedByPeer, ClosedLocally, CopiedFailure, DeadReferenceError,
                      Error, InsecureJelly,
                      LoginFailed, NoSuchMethod, PBConnectionLost, ProtocolError, RefLimitError,
-                     UnauthorizedLogin, UnhandledCredentials)
+                     RemoteError, UnauthorizedLogin, UnhandledCredentials)
 from .flavors import (Avatar, Cacheable, Copyable, Referenceable, RemoteCache, RemoteCopy,
                       Root, Viewable)
 from .jelly import (SecurityOptions, setUnjellyableFactoryForClass, setUnjellyableForClass,
@@ -43,10 +45,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANONYMOUS", "AllowAnonymousAccess", "Anonymous", "ICredentialsChecker", "IPerspective",
-    "IRealm", "InMemoryPasswordChecker", "Portal", "UsernamePassword", "cred",
-    "Avatar", "BananaError", "CallTimeout", "Cacheable", "ClosedByPeer", "ClosedLocally", "Copyable", "CopiedFailure", "DeadReferenceError",
+    "IRealm", "IUsernameHashedPassword", "IUsernameMD5Password", "InMemoryPasswordChecker", "Portal", "UsernamePassword", "cred",
+    "Avatar", "BananaError", "CallTimeout", "Cacheable", "ClosedByPeer", "ClosedLocally", "Copyable", "CopyableFailure", "CopiedFailure", "DeadReferenceError",
     "Error", "InsecureJelly", "LoginFailed", "NoSuchMethod", "PBClient", "PBConnectionLost", "PBServer",
-    "ProtocolError", "RefLimitError", "Referenceable", "RemoteCache", "RemoteCopy",
+    "ProtocolError", "RefLimitError", "Referenceable", "RemoteError", "RemoteCache", "RemoteCopy",
     "RemoteReference", "Root", "SecurityOptions", "UnauthorizedLogin", "UnhandledCredentials",
     "Viewable", "banana", "connect", "jelly", "portno", "setUnjellyableFactoryForClass",
     "setUnjellyableForClass", "setUnjellyableForClassTree", "time_left",

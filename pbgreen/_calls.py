@@ -20,9 +20,10 @@ from gevent.event import AsyncResult
 from gevent.hub import Waiter
 
 from . import dispatch
+from ._fanout import shared_tail
 from ._refs import NotOpen
 from ._workers import hand_over
-from .errors import ClosedLocally, DeadReferenceError
+from .errors import ClosedLocally, CopiedFailure, DeadReferenceError
 from .events import Reply
 from .reference import RemoteReference
 
@@ -228,7 +229,9 @@ class CallsOut:
 
     def _outcome(self, reply: Reply, perspective: Any) -> Any:
         value = self._outcome_of(reply, perspective)
-        if not reply.ok:
+        # An answer that *is* a failure (a Twisted method returned a
+        # CopyableFailure) fails the call, as it fails a Twisted caller's Deferred.
+        if not reply.ok or isinstance(value, CopiedFailure):
             raise value
         return value
 
@@ -244,16 +247,21 @@ class CallsOut:
         """Queue a cache update (``RemoteCacheObserver.callRemote``); never blocks or raises."""
         if self.closed or not observer.active:
             return
+        protocol = self.protocol
         try:
             # No answer asked for: nothing to keep per update, whatever the holder does.
-            dispatch.send_call(self.protocol, observer.cache_id, name, args, kwargs,
-                               observer.perspective, False, cache=True)
+            tail = shared_tail(name, args, kwargs, protocol.vocab)
+            if tail is not None:  # plain immutable data: encoded once for all observers
+                protocol.send_update(observer.cache_id, tail)
+            else:
+                dispatch.send_call(protocol, observer.cache_id, name, args, kwargs,
+                                   observer.perspective, False, cache=True)
         except NotOpen:
             return
         except Exception:
             log.warning("could not send cache update %r to %s", name, self.peer, exc_info=True)
             return
-        if self.buffered > self.high_water * DROP_FACTOR:
+        if self.writer.buffered > self.high_water * DROP_FACTOR:
             log.warning("dropping cache holder %s: more than %d bytes of updates wait for it",
                         self.peer, self.high_water * DROP_FACTOR)
             self._lost(ClosedLocally("the cache holder fell too far behind"))

@@ -6,6 +6,10 @@ where ``state`` is a jellied dictionary (type, value, parents, traceback,
 any error payload (Twisted's, ours, or a bare string) into the exception the
 caller raises. Neither runs user code: the payload holds only plain values,
 read with a security policy that admits no class.
+
+The same format travels as a *value*: ``CopyableFailure(exc)`` inside an
+argument or an answer is written by ``failure_sexp``, and the unjellier
+turns the tag into a ``CopiedFailure`` wherever it meets it (``_unjelly``).
 """
 
 from __future__ import annotations
@@ -14,25 +18,66 @@ import itertools
 import traceback
 from typing import Any
 
-from .errors import CopiedFailure, InsecureJelly, make_copied_failure, parents_of, qual
-from .jelly import SecurityOptions, Unjellier
+from ._unjelly import FAILURE_TAG
+from .errors import CopiedFailure, InsecureJelly, make_copied_failure, parents_of, qual, safe_str
+from .jelly import Jellier, Jellyable, SecurityOptions, Unjellier
 
-__all__ = ["FAILURE_TAG", "failure_sexp", "failure_from", "MAX_ERROR_TEXT"]
+__all__ = ["FAILURE_TAG", "CopyableFailure", "failure_sexp", "failure_from", "MAX_ERROR_TEXT"]
 
-FAILURE_TAG = b"twisted.spread.pb.CopyableFailure"
 MAX_ERROR_TEXT = 64 * 1024
 _U = b"unicode"
 _count = itertools.count(1)
 _NOTHING_ALLOWED = SecurityOptions()
 
 
+class CopyableFailure(Jellyable):
+    """An exception sent as a value; the peer receives a ``CopiedFailure``.
+
+    ``pb.CopyableFailure(exc)`` may go anywhere in an argument or an answer
+    (in a list, a dict, a copy's state); a Twisted peer receives its own
+    ``pb.CopiedFailure``, a pbgreen peer a ``pb.CopiedFailure``. ``exc`` may
+    be a ``CopiedFailure`` received earlier, to pass it on with its remote
+    type. A remote method that *returns* one at the top level answers with
+    that error instead, as a Twisted caller's Deferred would fail.
+
+    ``unsafeTracebacks`` (Twisted's name, false by default): send the
+    traceback text of ``exc`` too.
+    """
+
+    _pb_tracked = True  # the same failure twice in one value arrives as one object
+
+    def __init__(self, exc: BaseException, unsafeTracebacks: bool = False) -> None:
+        if not isinstance(exc, BaseException):
+            raise TypeError(f"CopyableFailure takes an exception instance, not {exc!r:.60}")
+        self.value = exc
+        self.unsafeTracebacks = unsafeTracebacks
+
+    @property
+    def type(self) -> str:
+        """The qualified name of the exception's class (the remote one for a ``CopiedFailure``)."""
+        return self.value.type if isinstance(self.value, CopiedFailure) else qual(type(self.value))
+
+    def getErrorMessage(self) -> str:
+        """``str()`` of the exception."""
+        return safe_str(self.value)
+
+    def jellyFor(self, jellier: Jellier) -> list[Any]:
+        return failure_sexp(self.value, self.unsafeTracebacks)
+
+    def __repr__(self) -> str:
+        return f"<CopyableFailure {self.type}: {self.getErrorMessage()!r}>"
+
+
 def failure_sexp(exc: BaseException, unsafe_tracebacks: bool) -> list[Any]:
     """The jellied ``CopyableFailure`` for ``exc``, as Twisted writes it."""
-    if isinstance(exc, CopiedFailure):
+    copied = isinstance(exc, CopiedFailure)
+    if copied:
         type_name, value, parents = exc.type, exc.value, exc.parents
     else:
-        type_name, value, parents = qual(type(exc)), _safe_str(exc), parents_of(type(exc))
-    if unsafe_tracebacks:
+        type_name, value, parents = qual(type(exc)), safe_str(exc), parents_of(type(exc))
+    if unsafe_tracebacks and copied:
+        text = exc.remoteTraceback
+    elif unsafe_tracebacks:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     else:
         text = "Traceback unavailable\n"
@@ -53,19 +98,10 @@ def failure_sexp(exc: BaseException, unsafe_tracebacks: bool) -> list[Any]:
 def failure_from(sexp: Any) -> Exception:
     """The exception to raise in the caller for an ``error`` payload."""
     if type(sexp) is list and len(sexp) == 2 and sexp[0] == FAILURE_TAG:
-        try:
-            state = Unjellier(None, None, _NOTHING_ALLOWED).unjellyFull(sexp[1])
+        try:  # the unjellier builds the failure from this tag (nothing else is allowed)
+            return Unjellier(None, None, _NOTHING_ALLOWED).unjellyFull(sexp)
         except Exception as exc:
             return InsecureJelly(f"unreadable error from the peer: {exc}")
-        if not isinstance(state, dict):
-            return InsecureJelly("unreadable error from the peer: state is not a dict")
-        type_name = _text(state.get("type", "builtins.Exception"))
-        parents = state.get("parents")
-        parents = [_text(p) for p in parents] if isinstance(parents, list) and parents \
-            else [type_name]
-        return make_copied_failure(type_name, _text(state.get("value", "")),
-                                   _text(state.get("traceback", "Traceback unavailable\n")),
-                                   parents)
     if type(sexp) is list and sexp and type(sexp[0]) is bytes and b"." in sexp[0]:
         name = sexp[0].decode("utf-8", "replace")
         return make_copied_failure(name, "", "Traceback unavailable\n", [name])
@@ -73,21 +109,8 @@ def failure_from(sexp: Any) -> Exception:
         value = Unjellier(None, None, _NOTHING_ALLOWED).unjellyFull(sexp)
     except Exception:
         value = sexp
-    return make_copied_failure("builtins.Exception", _safe_str(value), "Traceback unavailable\n",
+    return make_copied_failure("builtins.Exception", safe_str(value), "Traceback unavailable\n",
                                None)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return _safe_str(value)
-
-
-def _safe_str(value: Any) -> str:
-    try:
-        return str(value)
-    except Exception:
-        return f"<unprintable {type(value).__name__}>"
 
 
 def _clip(text: str) -> bytes:

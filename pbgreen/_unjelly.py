@@ -6,8 +6,10 @@ to it finds it. A dereference to something not built yet (an enclosing
 tuple, say) yields an ``_Unresolved`` placeholder that remembers where it was
 put and is patched when the object is finished; an immutable container
 holding placeholders is built late for the same reason. Instances are built
-only for registered tags (``_security``); ``remote``, ``local`` and cache
-tags go through the *context* handed in per call.
+only for registered tags (``_security``), with one exception: Twisted's
+``CopyableFailure``, which always becomes a ``CopiedFailure`` (an exception
+object holding only text), as Twisted registers it at import. ``remote``,
+``local`` and cache tags go through the *context* handed in per call.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import decimal
 from typing import Any, Callable
 
 from ._security import Factory, SecurityOptions, globalSecurity
-from .errors import InsecureJelly, qual
+from .errors import InsecureJelly, copied_failure_from_state, qual
 
-__all__ = ["Unjellier", "unjelly", "set_state", "find_references", "Unpersistable"]
+__all__ = ["Unjellier", "unjelly", "set_state", "find_references", "Unpersistable",
+           "FAILURE_TAG"]
 
 _UNICODE = b"unicode"
+#: The tag of Twisted's ``CopyableFailure``, accepted without registration.
+FAILURE_TAG = b"twisted.spread.pb.CopyableFailure"
 
 
 class Unpersistable:
@@ -72,7 +77,7 @@ def _malformed(what: str, sexp: Any) -> InsecureJelly:
 class Unjellier:
     """One deserialization; references are resolved within it."""
 
-    __slots__ = ("context", "perspective", "security", "claimed", "_refs", "_waiting")
+    __slots__ = ("context", "perspective", "security", "claimed", "_refs", "_waiting", "_late")
 
     def __init__(self, context: Any = None, perspective: Any = None,
                  security: SecurityOptions | None = None) -> None:
@@ -83,6 +88,8 @@ class Unjellier:
         self.claimed: list[Any] = []
         self._refs: dict[Any, Any] = {}
         self._waiting: dict[Any, _Unresolved] = {}
+        #: Immutable containers built late; each must be finished by the end.
+        self._late: list[_Unresolved] = []
 
     def unjellyFull(self, sexp: Any) -> Any:
         """Rebuild a whole value; every dereference must resolve."""
@@ -94,9 +101,10 @@ class Unjellier:
             raise InsecureJelly("value from the peer is nested too deeply") from None
         if self._waiting:
             raise InsecureJelly(f"dereference to unknown reference ids {sorted(map(repr, self._waiting))}")
-        if type(result) is _Unresolved:
-            if not result.done:
+        for late in self._late:  # a tuple holding itself, at any depth
+            if not late.done:
                 raise InsecureJelly("value never finished building (circular immutable structure)")
+        if type(result) is _Unresolved:
             result = result.value
         return result
 
@@ -246,6 +254,7 @@ class Unjellier:
                 self._define(refid, value)
             return value
         late = _Unresolved()
+        self._late.append(late)
         count = [len(pending)]
 
         def fill(index: int) -> Callable[[Any], None]:
@@ -337,9 +346,27 @@ class Unjellier:
     def _lcache(self, sexp: list[Any], refid: Any) -> Any:
         return self._context_call("unjelly_lcache", sexp, refid)
 
+    def _failure(self, sexp: list[Any], refid: Any) -> Any:
+        """Twisted's ``CopyableFailure`` as a ``CopiedFailure`` (its state is text only)."""
+        if len(sexp) != 2:
+            raise _malformed("failure", sexp)
+        state = self.unjelly(sexp[1])
+        if type(state) is not _Unresolved:
+            value: Any = copied_failure_from_state(state)
+        elif state.done:
+            value = copied_failure_from_state(state.value)
+        else:  # its state refers to something not finished yet
+            value = _Unresolved()
+            state.then(lambda s: value.resolve(copied_failure_from_state(s)))
+        if refid is not None:
+            self._define(refid, value)
+        return value
+
     def _instance(self, tag: bytes, sexp: list[Any], refid: Any) -> Any:
         local = self.security.unjellyableFor(tag)
         if local is None:
+            if tag == FAILURE_TAG:
+                return self._failure(sexp, refid)
             name = tag.decode("utf-8", "replace")
             if b"." not in tag:
                 raise InsecureJelly(f"unknown type {name!r} from the peer")

@@ -30,7 +30,7 @@ from .errors import LoginFailed, UnauthorizedLogin, UnhandledCredentials
 from .flavors import AsReferenceable, Referenceable, Root
 
 __all__ = ["IPerspective", "IRealm", "ICredentialsChecker", "UsernamePassword",
-           "UsernameHashedPassword", "Anonymous",
+           "IUsernameHashedPassword", "IUsernameMD5Password", "UsernameHashedPassword", "Anonymous",
            "ANONYMOUS", "InMemoryPasswordChecker", "AllowAnonymousAccess", "Portal",
            "LoginFailed", "UnauthorizedLogin", "UnhandledCredentials", "PortalRoot", "respond"]
 
@@ -101,12 +101,43 @@ class Anonymous:
     """Credentials of a user who does not log in."""
 
 
-class UsernameHashedPassword:
+class IUsernameHashedPassword:
+    """Credentials holding a username and a *hash* of a password (Twisted's name).
+
+    A checker that keeps passwords in plain text lists this interface in its
+    ``credentialInterfaces`` and calls ``credentials.checkPassword(stored)``.
+    PB's login credentials are one. Credential "interfaces" are classes
+    here: credentials provide one by being an instance of it.
+    """
+
+    username: bytes
+
+    def checkPassword(self, password: bytes) -> bool:
+        """Whether these credentials were made from the plain-text ``password``."""
+        raise NotImplementedError
+
+
+class IUsernameMD5Password:
+    """Credentials a checker can test against the MD5 digest of a password (Twisted's name).
+
+    A checker that stores ``hashlib.md5(password).digest()`` instead of the
+    password lists this interface and calls
+    ``credentials.checkMD5Password(stored_digest)``. PB's login credentials
+    are one.
+    """
+
+    username: bytes
+
+    def checkMD5Password(self, md5Password: bytes) -> bool:
+        """Whether these credentials were made from the password with this MD5 digest."""
+        raise NotImplementedError
+
+
+class UsernameHashedPassword(IUsernameHashedPassword, IUsernameMD5Password):
     """Credentials of a PB login: the server sees a hash of the password, never the password.
 
-    A checker that keeps passwords in plain text serves PB logins by listing
-    this class in its ``credentialInterfaces`` and calling
-    ``credentials.checkPassword(stored_password)``.
+    Provides ``IUsernameHashedPassword`` and ``IUsernameMD5Password``: a
+    checker calls ``checkPassword(plain)`` or ``checkMD5Password(digest)``.
     """
 
     def __init__(self, username: bytes, challenge: bytes, response: bytes) -> None:
@@ -116,13 +147,17 @@ class UsernameHashedPassword:
 
     def checkPassword(self, password: bytes) -> bool:
         """Whether the client's response proves it knows ``password`` (constant time)."""
-        return hmac.compare_digest(respond(self.challenge, password), self.response)
+        return self.checkMD5Password(_md5(password))
+
+    def checkMD5Password(self, md5Password: bytes) -> bool:
+        """Whether the response was made from the password whose MD5 digest this is."""
+        return hmac.compare_digest(_md5(md5Password + self.challenge), self.response)
 
 
 class InMemoryPasswordChecker:
     """Users and passwords held in memory: ``InMemoryPasswordChecker(alice=b"secret")``."""
 
-    credentialInterfaces = (UsernamePassword, UsernameHashedPassword)
+    credentialInterfaces = (UsernamePassword, IUsernameHashedPassword)
 
     def __init__(self, **users: bytes) -> None:
         self.users: dict[bytes, bytes] = {}

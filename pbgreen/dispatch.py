@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from typing import Any, Callable
 
 from . import plaincodec
-from ._failure import failure_from
+from ._failure import CopyableFailure, failure_from
 from ._refs import NotOpen, NotYet, SendContext, Stale
 from .banana import VOCAB_CODES, EncodeError, encode
 from .errors import Error, InsecureJelly, LoginFailed, RefLimitError
@@ -181,9 +181,12 @@ def run_call(broker: Broker, call: IncomingCall, deadline: float | None = None) 
     reset = _deadline.set(deadline) if deadline is not None else None
     try:
         method, perspective = target.remoteMethod(call.method)
-        try:
-            args = unjelly(broker, call.args, perspective)
-            kwargs = unjelly(broker, call.kwargs, perspective)
+        try:  # plain data (the common case) was rebuilt by the decoder already
+            args, kwargs = call.args, call.kwargs
+            args = args.value if type(args) is plaincodec.Built else unjelly(broker, args,
+                                                                            perspective)
+            kwargs = kwargs.value if type(kwargs) is plaincodec.Built else unjelly(
+                broker, kwargs, perspective)
         except InsecureJelly as exc:  # the caller sent something refused: its problem
             log.info("refused the arguments %s sent for %s: %s", broker.peer, call.method, exc)
             if call.answer:
@@ -193,11 +196,15 @@ def run_call(broker: Broker, call: IncomingCall, deadline: float | None = None) 
             args = tuple(args) if type(args) is list else (args,)
         if type(kwargs) is not dict:
             raise InsecureJelly("keyword arguments from the peer are not a dictionary")
-        if any(type(k) is not str for k in kwargs):
+        if kwargs and any(type(k) is not str for k in kwargs):
             kwargs = {k.decode("utf-8") if type(k) is bytes else k: v for k, v in kwargs.items()}
         result = method(*args, **kwargs)
         del args, kwargs  # their references are released after the answer is queued
-        if call.answer:
+        if isinstance(result, CopyableFailure):  # a failure returned is an error answer
+            log.debug("call %s from %s returned %r", call.method, broker.peer, result)
+            if call.answer:
+                broker.send_error(call.request_id, result.value)
+        elif call.answer:
             try:  # plain data, the common case: no closure, nothing to register
                 body = plaincodec.dumps_values((result,), broker.vocab)
             except plaincodec.Fallback:

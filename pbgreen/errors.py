@@ -4,7 +4,8 @@
     Exception
      +-- Error                      expected remote errors (Twisted's pb.Error)
      |    +-- RefLimitError         too many live references on one connection
-     +-- CopiedFailure              raised locally for any error the peer sent
+     +-- RemoteError                Twisted's name for a remote error (remoteType)
+     |    +-- CopiedFailure         raised locally for any error the peer sent
      +-- InsecureJelly              a value refused by the security policy, by
      |                              us before sending or by the peer on receipt
      +-- NoSuchMethod (AttributeError)
@@ -129,7 +130,58 @@ class UnhandledCredentials(LoginFailed):
     """The portal has no checker for this kind of credentials."""
 
 
-class CopiedFailure(Exception):
+class RemoteType(str):
+    """A remote class's qualified name that also equals its UTF-8 bytes.
+
+    Twisted's ``RemoteError.remoteType`` is ``bytes`` under Python 3
+    (``b"builtins.ValueError"``); pbgreen's is this ``str``, so code written
+    for either (``e.remoteType == b"..."`` or ``== "..."``) keeps working.
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, bytes):
+            return self.encode("utf-8") == other
+        return str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = str.__hash__
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """The name itself (so Twisted-era ``remoteType.decode()`` still works)."""
+        return str(self)
+
+
+class RemoteError(Exception):
+    """A remote error, under Twisted's name (what ``inlineCallbacks`` code catches).
+
+    Every exception ``callRemote`` raises for a remote error is one (through
+    ``CopiedFailure``), so ``except pb.RemoteError as e: e.remoteType`` works.
+
+    Attributes:
+        remoteType: the remote class's qualified name (``"builtins.ValueError"``),
+            a ``str`` that also equals Twisted's ``bytes`` form.
+        remoteTraceback: the remote traceback text, or a placeholder.
+    """
+
+    remoteTraceback: str
+
+    def __init__(self, remoteType: str | bytes, value: str, remoteTraceback: str) -> None:
+        Exception.__init__(self, value)
+        self._remote_type = remoteType.decode("utf-8", "replace") \
+            if isinstance(remoteType, bytes) else remoteType
+        self.remoteTraceback = remoteTraceback
+
+    @property
+    def remoteType(self) -> RemoteType:
+        """The remote class's qualified name (equal to its str and bytes forms)."""
+        return RemoteType(self._remote_type)
+
+
+class CopiedFailure(RemoteError):
     """Raised locally for an error that happened on the peer.
 
     When the remote class is a builtin exception, ``InsecureJelly``, a login
@@ -157,6 +209,11 @@ class CopiedFailure(Exception):
         self.value = value
         self.remoteTraceback = remoteTraceback
         self.parents = list(parents) if parents else [type]
+
+    @property
+    def remoteType(self) -> RemoteType:
+        """``type`` under Twisted's ``RemoteError`` name."""
+        return RemoteType(self.type)
 
     def __str__(self) -> str:
         return self.value
@@ -207,6 +264,7 @@ TWISTED_NAMES: dict[str, type] = {
     "twisted.spread.pb.DeadReferenceError": DeadReferenceError,
     "twisted.spread.pb.PBConnectionLost": PBConnectionLost,
     "twisted.spread.pb.ProtocolError": ProtocolError,
+    "twisted.spread.pb.RemoteError": RemoteError,
 }
 # Twisted's names to list after each of our classes among an error's parents
 # (Twisted's UnauthorizedLogin is also a twisted.cred.error.Unauthorized).
@@ -214,7 +272,7 @@ _TWISTED_NAMES_OF: dict[type, list[str]] = {}
 for _name, _cls in TWISTED_NAMES.items():
     _TWISTED_NAMES_OF.setdefault(_cls, []).append(_name)
 _TWISTED_NAMES_OF[UnauthorizedLogin].append("twisted.cred.error.Unauthorized")
-_OWN = {qual(c): c for c in (Error, RefLimitError, InsecureJelly, NoSuchMethod, ProtocolError,
+_OWN = {qual(c): c for c in (Error, RemoteError, RefLimitError, InsecureJelly, NoSuchMethod, ProtocolError,
                              BananaError, DeadReferenceError, PBConnectionLost, LoginFailed,
                              UnauthorizedLogin, UnhandledCredentials)}
 
@@ -254,7 +312,7 @@ _copied_classes: dict[type, type] = {}
 
 def copied_failure_class(local: type | None) -> type:
     """A subclass of both ``CopiedFailure`` and ``local`` (cached)."""
-    if local is None or local is Exception or issubclass(local, CopiedFailure):
+    if local is None or issubclass(CopiedFailure, local) or issubclass(local, CopiedFailure):
         return CopiedFailure
     cls = _copied_classes.get(local)
     if cls is None:
@@ -284,3 +342,36 @@ def make_copied_failure(type_name: str, value: str, traceback: str,
         exc = CopiedFailure.__new__(CopiedFailure)
     CopiedFailure.__init__(exc, type_name, value, traceback, parents)
     return exc
+
+
+def copied_failure_from_state(state: Any) -> CopiedFailure:
+    """The ``CopiedFailure`` for the state of a Twisted ``CopyableFailure``.
+
+    ``state`` is the unjellied dictionary (``type``, ``value``, ``parents``,
+    ``traceback``, ...); names may be ``bytes`` or ``str``. Raises
+    ``InsecureJelly`` if it is not such a dictionary.
+    """
+    if not isinstance(state, dict):
+        raise InsecureJelly(f"a failure from the peer whose state is not a dictionary: "
+                            f"{safe_str(state)[:60]!r}")
+    type_name = text(state.get("type", "builtins.Exception"))
+    parents = state.get("parents")
+    parents = [text(p) for p in parents] if isinstance(parents, (list, tuple)) and parents \
+        else [type_name]
+    return make_copied_failure(type_name, text(state.get("value", "")),
+                               text(state.get("traceback", "Traceback unavailable\n")), parents)
+
+
+def text(value: Any) -> str:
+    """``value`` as text: ``bytes`` decoded as UTF-8, anything else through ``str``."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return safe_str(value)
+
+
+def safe_str(value: Any) -> str:
+    """``str(value)``, or a placeholder if that raises."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"

@@ -200,10 +200,17 @@ class Jellier:
 def _refusal_to_send(obj: Any) -> str:
     t = type(obj)
     name = qual(t)
+    if isinstance(obj, types.GeneratorType):
+        return (f"cannot send {name} {obj!r:.60}: generators never cross the wire; to send "
+                "what one yields page by page, decorate the remote method with "
+                "@pbgreen.util.paged and read it with util.page_iter or util.getAllPages")
     if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType,
-                        types.ModuleType, type, types.GeneratorType)):
-        return (f"cannot send {name} {obj!r:.60}: functions, methods, classes, modules and "
-                "generators never cross the wire; send data, or a pb.Referenceable")
+                        types.ModuleType, type)):
+        return (f"cannot send {name} {obj!r:.60}: functions, methods, classes and modules "
+                "never cross the wire; send data, or a pb.Referenceable")
+    if isinstance(obj, BaseException):
+        return (f"cannot send the exception {name} {obj!r:.60} as a value: wrap it as "
+                "pb.CopyableFailure(exc) (the peer receives a pb.CopiedFailure)")
     return (f"cannot send an instance of {name}: make it a pb.Copyable or pb.Referenceable, "
             f"or allow it with pb.setUnjellyableForClass({name!r}, ...)")
 

@@ -21,9 +21,11 @@ from types import ModuleType
 
 from . import _pycodec as python
 from ._pycodec import Built, Fallback
+from .banana import NO_VOCAB, VOCAB_CODES  # the two vocabularies callers pass (as before)
 
 __all__ = ["Fallback", "Built", "dumps", "dumps_head", "dumps_values", "loads", "COMPILED",
-           "python", "compiled", "pure_python_requested", "implementations"]
+           "python", "compiled", "pure_python_requested", "implementations", "NO_VOCAB",
+           "VOCAB_CODES"]
 
 
 def pure_python_requested() -> bool:

@@ -32,7 +32,7 @@ import logging
 from collections import Counter
 from typing import Any, Callable
 
-from . import plaincodec
+from . import _fanout, plaincodec
 from ._failure import failure_sexp
 from ._refs import MAX_BROKER_REFS, NotOpen, RefTables, SendContext
 from .banana import (DIALECTS, NO_VOCAB, VOCAB_CODES, VOCAB_DIALECTS, Decoder, choose_dialect,
@@ -258,6 +258,24 @@ class Broker:
             self.pending.add(request_id)
         return request_id
 
+    def send_update(self, cache_id: int, tail: bytes) -> None:
+        """Queue an answer-less ``cachemessage`` whose end is already encoded.
+
+        ``tail`` is ``_fanout.shared_tail``'s bytes (method name, 0, args,
+        kwargs) in this broker's vocabulary; only the request id and
+        ``cache_id`` are added here. ``_refs.NotOpen`` once closed.
+        """
+        if self.state is not State.OPEN:
+            raise NotOpen(f"the connection is {self.state.value}")
+        if self.tables.releases:  # releases issued before this update go out before it
+            self._queue_releases()
+        request_id = self._last_request = self._last_request + 1
+        out = self._out
+        out += _fanout.UPDATE_HEADS[self.vocab is VOCAB_CODES]
+        out += _fanout.banana_id(request_id)
+        out += _fanout.banana_id(cache_id)
+        out += tail
+
     def send_answer(self, request_id: int, values: Outgoing) -> None:
         """Queue the answer to the peer's request ``request_id`` (``NotOpen`` once closed)."""
         self._queue([b"answer", request_id], values)
@@ -387,15 +405,17 @@ def _read_message(broker: Broker, expr: list[Any], events: list[Any]) -> None:
         if type(deadline) is not int:
             raise ProtocolError(f"deadline that is not a number: {deadline!r:.20}")
         deadline /= 1000
-    _fields(expr, 7)
-    _, request_id, object_id, name, answer, args, kwargs = expr
+    if len(expr) != 7:
+        _fields(expr, 7)
+    command, request_id, object_id, name, answer, args, kwargs = expr
     if type(request_id) is not int or type(name) is not bytes or type(answer) is not int:
-        raise ProtocolError(f"malformed {expr[0].decode()}: {expr!r:.120}")
-    update = expr[0] == b"cachemessage"
+        raise ProtocolError(f"malformed {command.decode()}: {expr!r:.120}")
+    update = command == b"cachemessage"
     tables = broker.tables
     late = None
     if update:
-        target = tables.held.get(object_id) if type(object_id) in (int, bytes) else None
+        kind = type(object_id)
+        target = tables.held.get(object_id) if kind is int or kind is bytes else None
         if target is None and type(object_id) is int and object_id in tables.announced:
             late = object_id  # its first copy is in a reply the caller has not read yet
     else:
@@ -405,14 +425,28 @@ def _read_message(broker: Broker, expr: list[Any], events: list[Any]) -> None:
         if answer:
             broker.send_error(request_id, Error("Invalid Object ID"))
         return
-    try:
-        method = name.decode("utf-8")
-    except UnicodeDecodeError:
-        if answer:
-            broker.send_error(request_id, Error("method name is not UTF-8"))
-        return
+    method = _METHOD_NAMES.get(name)
+    if method is None:
+        try:
+            method = name.decode("utf-8")
+        except UnicodeDecodeError:
+            if answer:
+                broker.send_error(request_id, Error("method name is not UTF-8"))
+            return
+        if len(name) <= 64 and len(_METHOD_NAMES) < _MAX_METHOD_NAMES:
+            _METHOD_NAMES[name] = method  # bounded: at most 4096 names of 64 bytes
+    if type(kwargs) is plaincodec.Built and type(kwargs.value) is dict and not kwargs.value:
+        kwargs = _NO_KWARGS  # a queued update keeps one shared object, not its own empty dict
     events.append(IncomingCall(request_id, target, method, bool(answer), args, kwargs, update,
                                deadline, late))
+
+
+# A received call keeps its method name (a str) and keyword arguments while it
+# waits to run; a holder of many caches may have thousands of updates queued.
+# The names are few, so each is decoded once; "no keywords" is one object.
+_METHOD_NAMES: dict[bytes, str] = {}
+_MAX_METHOD_NAMES = 4096
+_NO_KWARGS = plaincodec.Built({})
 
 
 def _read_reply(broker: Broker, expr: list[Any], events: list[Any]) -> None:

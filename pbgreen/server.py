@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -17,6 +18,7 @@ from gevent.server import StreamServer
 from . import portno
 from .connection import HIGH_WATER, Connection, set_nodelay, wrap_tls
 from .banana import encode
+from . import proxyproto
 from .cred import Portal, PortalRoot
 from .protocol import AT_CAPACITY
 from .jelly import SecurityOptions
@@ -55,6 +57,13 @@ class PBServer:
         high_water: bytes queued for one peer past which that connection's
             workers wait and its reader pauses; a cache holder four times
             this far behind is dropped (see docs/limits.md).
+        proxy_protocol: require HAProxy's PROXY protocol header (v1 or v2) at
+            the start of every connection and report the client it names as
+            the connection's ``peer``; a connection without a valid header
+            within ``handshake_timeout`` is closed (logged at WARNING). Only
+            for a server that nothing but the proxy can reach.
+        listener: an already bound and listening socket to accept on instead
+            of binding ``host``/``port`` (how ``--workers`` shares one port).
     """
 
     def __init__(self, root_or_portal: Any, port: int = portno, host: str = "0.0.0.0",
@@ -62,7 +71,8 @@ class PBServer:
                  security: SecurityOptions | None = None, max_connections: int = 10_000,
                  max_calls: int = 1000, handshake_timeout: float = 30.0,
                  high_water: int = HIGH_WATER, keepalive: float | None = 30,
-                 backlog: int = 1024, idle_timeout: float | None = None) -> None:
+                 backlog: int = 1024, idle_timeout: float | None = None,
+                 proxy_protocol: bool = False, listener: Any = None) -> None:
         root = root_or_portal
         if isinstance(root, Portal):
             root = PortalRoot(root)
@@ -86,9 +96,13 @@ class PBServer:
         self.connections: set[Connection] = set()
         self._stopped = Event()
         self.ssl_context = ssl_context
+        self.proxy_protocol = proxy_protocol
         # The pool is unbounded so the listener never stops accepting: past
         # max_connections a connection is told so and closed, not left hanging.
-        self._server = StreamServer((host, port), self._handle, spawn=Pool(), backlog=backlog)
+        if listener is None:
+            self._server = StreamServer((host, port), self._handle, spawn=Pool(), backlog=backlog)
+        else:  # its backlog was set by whoever made it listen
+            self._server = StreamServer(listener, self._handle, spawn=Pool())
 
     @property
     def address(self) -> tuple[str, int]:
@@ -185,6 +199,10 @@ class PBServer:
         self._active += 1
         try:
             set_nodelay(sock)
+            if self.proxy_protocol:  # the header comes first, before TLS and PB
+                address = self._proxied_peer(sock, address)
+                if address is None:
+                    return
             if self.ssl_context is not None:  # a TLS client must hear it over TLS
                 sock = self._tls_handshake(sock, address)
                 if sock is None:
@@ -224,6 +242,18 @@ class PBServer:
             # answers are dropped, since the connection is gone.
             self.connections.discard(connection)
 
+    def _proxied_peer(self, sock: Any, address: Any) -> Any:
+        """The client the PROXY header names (the socket's peer if it names none), or None."""
+        try:
+            with gevent.Timeout(self.handshake_timeout, TimeoutError(
+                    f"no complete PROXY protocol header within {self.handshake_timeout} s")):
+                header = read_proxy_header(sock)
+        except (OSError, TimeoutError) as exc:  # ProxyHeaderError is an OSError
+            log.warning("closing connection from %s: %s", address, exc)
+            sock.close()
+            return None
+        return header.source or address
+
     def _tls_handshake(self, sock: Any, address: Any) -> Any:
         tls = wrap_tls(sock, self.ssl_context, server_side=True)
         try:
@@ -234,3 +264,36 @@ class PBServer:
             tls.close()
             return None
         return tls
+
+
+def read_proxy_header(sock: Any) -> proxyproto.ProxyHeader:
+    """Read exactly the PROXY protocol header from ``sock``, not one byte more.
+
+    The bytes are peeked at, and only the header's own are consumed, so
+    what follows (a TLS ClientHello, PB) stays in the socket for the next
+    reader. Raises ``proxyproto.ProxyHeaderError`` (or ``OSError``).
+    """
+    header = b""
+    while True:
+        seen = sock.recv(proxyproto.V2_FIXED_LENGTH + proxyproto.V2_MAX_LENGTH - len(header),
+                         socket.MSG_PEEK)
+        if not seen:
+            raise proxyproto.ProxyHeaderError(
+                f"the connection closed after {len(header)} bytes of a PROXY protocol header"
+                if header else "the connection closed before a PROXY protocol header")
+        parsed = proxyproto.parse(header + seen)
+        # Incomplete: every byte seen is the header's, take them and wait for more.
+        take = len(seen) if parsed is None else parsed[0].length - len(header)
+        header += _recv_exactly(sock, take)
+        if parsed is not None:
+            return parsed[0]
+
+
+def _recv_exactly(sock: Any, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise proxyproto.ProxyHeaderError("the connection closed inside a PROXY header")
+        data += chunk
+    return data

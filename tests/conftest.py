@@ -34,24 +34,13 @@ from gevent.event import Event
 import pytest
 
 import pbgreen
+from pbgreen.testing.processes import children
 
 pytest_plugins = ["pytester"]
 
 
 def _children() -> set[int]:
-    me = str(os.getpid())
-    kids = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == me and fields[0] != "Z":
-            kids.add(int(entry))
-    return kids
+    return children(os.getpid())
 
 
 @pytest.fixture(autouse=True)
@@ -152,10 +141,17 @@ class FreezableProxy:
     greenlets. While frozen the pumps neither read nor write (what one has
     already read is held back), and no socket is closed, so neither end gets
     a FIN or an RST. ``close()`` ends everything it made.
+
+    ``header(client_address) -> bytes`` makes it a PROXY protocol sender: the
+    bytes go upstream first, on their own as soon as the upstream connection
+    is made, or with ``header_with_data`` in one write with the client's
+    first bytes (a TLS ClientHello).
     """
 
-    def __init__(self, upstream):
+    def __init__(self, upstream, header=None, header_with_data=False):
         self.upstream = upstream
+        self.header = header
+        self.header_with_data = header_with_data
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -171,15 +167,19 @@ class FreezableProxy:
 
     def _accept(self):
         while True:
-            downstream, _ = self.listener.accept()
+            downstream, address = self.listener.accept()
             self.sockets.append(downstream)
             upstream = socket.create_connection(self.upstream)
             self.sockets.append(upstream)
             self.accepted += 1
-            self.pumps.append(gevent.spawn(self._pump, downstream, upstream, "up"))
+            prefix = b"" if self.header is None else self.header(address)
+            if not self.header_with_data:
+                upstream.sendall(prefix)
+                prefix = b""
+            self.pumps.append(gevent.spawn(self._pump, downstream, upstream, "up", prefix))
             self.pumps.append(gevent.spawn(self._pump, upstream, downstream, "down"))
 
-    def _pump(self, src, dst, direction):
+    def _pump(self, src, dst, direction, prefix=b""):
         try:
             while True:
                 self.flowing.wait()
@@ -187,7 +187,8 @@ class FreezableProxy:
                 if not data:
                     break
                 self.flowing.wait()  # frozen meanwhile: hold it back, deliver nothing
-                dst.sendall(data)
+                dst.sendall(prefix + data)
+                prefix = b""
                 self.forwarded[direction] += len(data)
         except OSError:
             return
@@ -208,11 +209,14 @@ class FreezableProxy:
 
 @pytest.fixture
 def proxy():
-    """``proxy(upstream_address) -> FreezableProxy``; every proxy closed in teardown."""
+    """``proxy(upstream_address, header=None, header_with_data=False) -> FreezableProxy``.
+
+    Every proxy is closed in teardown.
+    """
     made = []
 
-    def make(upstream):
-        p = FreezableProxy(upstream)
+    def make(upstream, **options):
+        p = FreezableProxy(upstream, **options)
         made.append(p)
         return p
 

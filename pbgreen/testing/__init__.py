@@ -7,6 +7,8 @@
   back, for testing PB logic with no sockets and no gevent.
 * ``pbgreen.testing.processes`` — start a server program, wait for its
   ready line, stop it for sure (benchmarks, demos, tests).
+* ``pbgreen.testing.haproxy`` — a real HAProxy in front of PB servers, with
+  the configuration docs/deploying.md shows (tests, benchmarks).
 
 Importing this package imports neither gevent nor pytest: the plugin's
 names are loaded on first use.

@@ -41,7 +41,7 @@ import time
 from typing import IO, Any, Callable, Sequence, Union
 
 __all__ = ["CAPTURE", "PORT_LINE", "Child", "ChildError", "ChildExited", "ChildTimeout",
-           "start"]
+           "children", "start"]
 
 #: The ready line benchmark and interop servers print first: ``PORT 43123``.
 PORT_LINE = r"^PORT (\d+)$"
@@ -417,3 +417,19 @@ def _default_label(argv: list[str]) -> str:
 def _stop_leftovers() -> None:
     for child in list(_running):
         child.stop(grace=0, timeout=1)
+
+
+def children(pid: int) -> set[int]:
+    """The process ids of ``pid``'s live children (zombies left out); Linux's ``/proc``."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, parent = f.read().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if parent == str(pid) and state != "Z":
+            found.add(int(entry))
+    return found

@@ -821,3 +821,15 @@ def test_banana_cannot_send_str_payload_from_jelly():
     encode(jelly(value))
     with pytest.raises(EncodeError):
         encode([b"module", "os"])
+
+
+@pytest.mark.parametrize("sexp", [
+    [b"list", [b"reference", 1, [b"tuple", [b"dereference", 1]]]],
+    [b"dictionary", [b"k", [b"reference", 1, [b"tuple", [b"dereference", 1]]]]],
+    [b"list", [b"reference", 1, [b"frozenset", [b"dereference", 1]]]],
+])
+def test_a_tuple_containing_itself_anywhere_is_refused(sexp):
+    """Only an immutable value can hold itself through no mutable link: it can
+    never be built, and no placeholder may leak into what the caller gets."""
+    with pytest.raises(InsecureJelly, match="circular immutable"):
+        unjelly(sexp)

@@ -13,11 +13,9 @@ import pytest
 
 from pbgreen.testing.processes import Child, ChildError, start
 
+from example_output import CLIENT_TIMEOUT, READY, STARTUP_TIMEOUT, STOP_TIMEOUT
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-STARTUP_TIMEOUT = 30.0
-CLIENT_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
-READY = r"^listening on (\d+)$"
 
 
 def start_example(script: str, *args: str) -> Child:

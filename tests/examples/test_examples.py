@@ -19,6 +19,8 @@ import pytest
 import pbgreen as pb
 from pbgreen.testing.processes import Child
 
+from example_output import assert_lines, client_stdout, lines
+
 # Every script in examples/ and the test below that runs it.
 TESTED = {
     "echo_server.py", "echo_client.py",
@@ -32,33 +34,10 @@ TESTED = {
     "cache_classes.py", "cache_receiver.py", "cache_sender.py",
     "chat_server.py", "chat_client.py",
     "demo.py",
+    # Ported from Twisted's listings; run by test_ported_listings.py.
+    "anon_server.py", "anon_client.py",
+    "pb6server.py", "pb6client.py",
 }
-
-
-def lines(text):
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def assert_lines(text, patterns, what="output"):
-    got = lines(text)
-    ok = len(got) == len(patterns) and all(
-        re.fullmatch(p, line) for p, line in zip(patterns, got)
-    )
-    assert ok, (
-        f"{what} does not match\n--- got:\n" + "\n".join(got)
-        + "\n--- expected (regex):\n" + "\n".join(patterns)
-    )
-    return got
-
-
-def client_stdout(result):
-    assert result.returncode == 0, (
-        f"client exited with {result.returncode}\n"
-        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    )
-    # An example that works prints nothing else: no warnings, no tracebacks.
-    assert result.stderr == "", result.stderr
-    return result.stdout
 
 
 def test_every_example_is_tested(examples_dir):

@@ -476,6 +476,16 @@ def scenario_cache_hold(root):
     }
 
 
+@defer.inlineCallbacks
+def scenario_cache_fanout(root):
+    # Hold the Counter; the owner pushes a series of updates to every holder
+    # at once and ends with "end". Report what arrived, in order, as reprs.
+    c = yield root.callRemote("getCounter")
+    KEPT.append(c)
+    ended = yield poll(lambda: c.updates[-1:] == ["end"], deadline=15)
+    return {"ended": ended, "updates": [repr(u) for u in c.updates]}
+
+
 SCENARIOS = {
     name[len("scenario_"):]: func
     for name, func in list(globals().items())

@@ -189,3 +189,37 @@ def run_scenario(factory, deferred, scenario, deadline):
     if timer.active():
         timer.cancel()
     return status["code"]
+
+
+def stop_when_stdin_closes():
+    """Stop the reactor once stdin reaches EOF (the test's life line to a server script).
+
+    Reads stdin in a daemon thread, so call it once before ``reactor.run()``.
+    """
+    import threading
+
+    from twisted.internet import reactor
+
+    def wait_for_eof():
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        reactor.callFromThread(lambda: reactor.running and reactor.stop())
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
+
+
+def serve_until_stdin_closes(factory):
+    """Listen with ``factory`` on 127.0.0.1, port 0; print ``PORT <n>``; run the
+    reactor until stdin closes (the test's life line) or SIGTERM."""
+    from twisted.internet import reactor
+    from twisted.python import log
+
+    log.startLogging(sys.stderr, setStdout=False)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    sys.stdout.write("PORT %d\n" % port.getHost().port)
+    sys.stdout.flush()
+    stop_when_stdin_closes()
+    reactor.run()

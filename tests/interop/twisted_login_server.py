@@ -26,13 +26,14 @@ against the pbgreen realm in test_login_interop.py.
 
 import gc
 import sys
-import threading
 
 from twisted.cred import checkers, portal
 from twisted.internet import reactor
 from twisted.python import log
 from twisted.spread import pb
 from zope.interface import implementer
+
+from twisted_common import stop_when_stdin_closes
 
 #: session number -> what happened to that login (JSON-able facts)
 SESSIONS = {}
@@ -117,20 +118,6 @@ class Realm:
         return pb.IPerspective, avatar, avatar.logout
 
 
-def _stop_when_stdin_closes():
-    try:
-        while sys.stdin.buffer.read(4096):
-            pass
-    except (OSError, ValueError):
-        pass
-    reactor.callFromThread(_stop)
-
-
-def _stop():
-    if reactor.running:
-        reactor.stop()
-
-
 def main(argv):
     log.startLogging(sys.stderr, setStdout=False)
     users = checkers.InMemoryUsernamePasswordDatabaseDontUse(
@@ -143,7 +130,7 @@ def main(argv):
     port = reactor.listenTCP(0, pb.PBServerFactory(the_portal), interface="127.0.0.1")
     sys.stdout.write("PORT %d\n" % port.getHost().port)
     sys.stdout.flush()
-    threading.Thread(target=_stop_when_stdin_closes, daemon=True).start()
+    stop_when_stdin_closes()
     reactor.run()
 
 

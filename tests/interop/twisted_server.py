@@ -13,7 +13,6 @@ reference bookkeeping of exactly that connection.
 import gc
 import os
 import sys
-import threading
 import weakref
 
 from twisted.internet import defer, reactor
@@ -29,6 +28,7 @@ from twisted_common import (
     Point,
     Secret,
     describe_point,
+    stop_when_stdin_closes,
 )
 
 
@@ -227,20 +227,6 @@ class PerConnectionRoot:
         return ServerRoot(broker)
 
 
-def _stop_when_stdin_closes():
-    try:
-        while sys.stdin.buffer.read(4096):
-            pass
-    except (OSError, ValueError):
-        pass
-    reactor.callFromThread(_stop)
-
-
-def _stop():
-    if reactor.running:
-        reactor.stop()
-
-
 def main():
     log.startLogging(sys.stderr, setStdout=False)
     port = reactor.listenTCP(
@@ -248,7 +234,7 @@ def main():
     )
     sys.stdout.write("PORT %d\n" % port.getHost().port)
     sys.stdout.flush()
-    threading.Thread(target=_stop_when_stdin_closes, daemon=True).start()
+    stop_when_stdin_closes()
     reactor.run()  # installs the SIGTERM handler that stops the reactor
 
 
