@@ -6,7 +6,8 @@ PY     := $(VENV)/bin/python
 
 .PHONY: demo test bench docs clean haproxy haproxy
 
-$(VENV)/.installed: pyproject.toml setup.py
+# pbgreen/_ccodec.c is the optional compiled codec: an edit rebuilds it.
+$(VENV)/.installed: pyproject.toml setup.py pbgreen/_ccodec.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -15,8 +16,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 demo: $(VENV)/.installed
 	$(PY) examples/demo.py
 
+# The suite runs twice: with the compiled codec (when it built), then pure Python.
 test: $(VENV)/.installed haproxy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q && PBGREEN_PUREPYTHON=1 $(PY) -m pytest -q
 
 # tests/balancer runs pbgreen behind HAProxy: install Debian's package when it
 # is missing (as root, else through sudo). Without apt-get or rights, say so
@@ -44,4 +46,4 @@ docs: $(VENV)/.installed
 	$(PY) -m mkdocs build --strict -d site
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache pbgreen/_ccodec*.so

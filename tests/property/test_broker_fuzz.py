@@ -24,7 +24,6 @@ they fail until the broker is fixed.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import subprocess
@@ -36,19 +35,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pbgreen.banana import VOCAB
+from support import load_harness
 
-FUZZ_PATH = Path(__file__).resolve().parents[2] / "fuzz" / "broker_fuzz.py"
-
-
-def _load_harness():
-    spec = importlib.util.spec_from_file_location("broker_fuzz", FUZZ_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("broker_fuzz", module)
-    spec.loader.exec_module(module)
-    return sys.modules["broker_fuzz"]
-
-
-fz = _load_harness()
+fz = load_harness("broker_fuzz")
+FUZZ_PATH = Path(fz.__file__)
 
 #: Examples per property; raise it for a longer hunt (PBGREEN_FUZZ_EXAMPLES=20000 pytest ...).
 EXAMPLES = int(os.environ.get("PBGREEN_FUZZ_EXAMPLES", "300"))
