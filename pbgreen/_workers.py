@@ -90,7 +90,7 @@ class Workers:
                 connection.protocol.send_error(call.request_id, Error(self.refusing))
             return False
         if self._idle:
-            return hand_over(self._idle.pop(), call, connection._hub.loop.run_callback, direct)
+            return hand_over(self._idle.pop(), call, connection.run_callback, direct)
         if len(self._calls) >= self.max_calls:
             if len(self.backlog) < self.max_calls * BACKLOG_FACTOR:
                 self.backlog.append(call)
@@ -126,14 +126,17 @@ class Workers:
         """Progress was made (output drained): a paused reader looks again."""
         self._resume.set()
 
-    def _run(self, call: IncomingCall) -> None:
+    def _run(self, call: IncomingCall, current: gevent.Greenlet) -> None:
+        """Run one call in ``current`` (this worker or the updater)."""
         protocol = self.connection.protocol
+        request_id = call.request_id
         deadline = None
-        at = self.deadlines.pop(call.request_id, None) if self.deadlines else None
+        at = self.deadlines.pop(request_id, None) if self.deadlines else None
         if at is not None:  # a pbgreen caller waits until then, no longer
             deadline = gevent.Timeout(max(0.0, at - time.monotonic()))
             deadline.start()
-        self.running[call.request_id] = gevent.getcurrent()
+        running = self.running
+        running[request_id] = current
         try:
             dispatch.run_call(protocol, call, at)
         except gevent.Timeout as exc:
@@ -151,8 +154,8 @@ class Workers:
             idle_timer = self.connection.idle_timer
             if idle_timer is not None:  # idle counts from the end of the last call
                 idle_timer.last_active = self.connection._hub.loop.now()
-            if self.running.get(call.request_id) is gevent.getcurrent():
-                del self.running[call.request_id]
+            if running.get(request_id) is current:
+                del running[request_id]
 
     def cancel(self, request_id: int) -> None:
         """The caller gave up on ``request_id``: stop the method if it still runs."""
@@ -171,11 +174,14 @@ class Workers:
         # The first call comes in a list emptied here: the Greenlet keeps its
         # arguments, and must not keep the call's target and arguments alive.
         connection = self.connection
+        writer = connection.writer
+        current = gevent.getcurrent()
         call: IncomingCall | None = first.pop()
         try:
             while call is not None:
-                connection.wait_writable()
-                self._run(call)
+                if writer.greenlet is not None:  # bytes wait for the socket
+                    connection.wait_writable()
+                self._run(call, current)
                 call = None  # nothing of the call stays alive while this worker waits
                 connection.flush()  # each answer leaves as soon as it is made
                 if self.backlog and not connection.closed:
@@ -189,17 +195,18 @@ class Workers:
                 call = waiter.get()
                 del waiter
         finally:
-            self._calls.discard(gevent.getcurrent())
+            self._calls.discard(current)
 
     def _apply_updates(self) -> None:
         updates = self.updates
         connection = self.connection
+        current = gevent.getcurrent()
         try:
             while updates and not connection.closed:
                 connection.wait_writable()  # their answers count against the mark too
                 call = updates.popleft()
                 self._resume.set()
-                self._run(call)
+                self._run(call, current)
                 del call
                 if not updates:
                     connection.flush()
@@ -212,7 +219,7 @@ class Workers:
         self.updates.clear()
         self._resume.set()
         idle, self._idle = self._idle, []
-        run_callback = self.connection._hub.loop.run_callback
+        run_callback = self.connection.run_callback
         for waiter in idle:
             run_callback(waiter.switch, None)
 

@@ -132,6 +132,8 @@ class Connection(CallsOut):
         self._notify: list[tuple[RemoteReference, Callable[[RemoteReference], Any]]] = []
         self._reader: gevent.Greenlet | None = None
         self._hub = gevent.get_hub()
+        #: The hub's ``loop.run_callback`` (looked up once: used on every call).
+        self.run_callback = self._hub.loop.run_callback
         self.workers = Workers(self, max_calls)
         self.writer = Writer(sock, self.protocol, high_water, self._lost, self.workers.wake)
         # Called on every call and answer: straight to the writer, no extra frame.
@@ -146,6 +148,8 @@ class Connection(CallsOut):
                             else CallTimers(loop, call_timeout, self._call_expired))
         self._keepalive_seconds = keepalive
         self.keepalive: Keepalive | None = None  # started once the handshake is done
+        #: Set by the reader on every batch of bytes; the keepalive timer clears it.
+        self.heard = False
         self.idle_timer = (None if idle_timeout is None
                            else IdleTimer(loop, idle_timeout, self._idle, self._lost))
         _live.add(self)
@@ -206,8 +210,7 @@ class Connection(CallsOut):
                     protocol.receive_eof()
                     cause = ClosedByPeer(f"{self.peer} closed the connection")
                     break
-                if self.keepalive is not None:
-                    self.keepalive.last_heard = loop.now()
+                self.heard = True  # for the keepalive timer
                 direct = True
                 queued_before = len(output)
                 events = protocol.receive_data(data)
@@ -230,10 +233,13 @@ class Connection(CallsOut):
                                 # at get(): updates and re-sends of them may follow.
                                 gevent.spawn(token.read)
                                 direct = False
+                    elif type(event) is IncomingCall:
+                        direct = workers.start(event, direct)
                     else:
                         direct = self._route(event, direct)
                 event = events = token = None  # nothing of the last event stays alive
-                self.flush()
+                if output or tables.releases:
+                    self.flush()
                 if wrote and self.buffered > self.high_water:
                     # A peer that makes us write and does not read: stop reading it.
                     self.writer.wait_writable()
@@ -259,15 +265,13 @@ class Connection(CallsOut):
                        else ClosedLocally("the reader stopped on an internal error"))
 
     def _route(self, event: Any, direct: bool) -> bool:
-        """Deliver one event other than a reply; whether the next may go direct."""
+        """Deliver one event other than a reply or a call; whether the next may go direct."""
         kind = type(event)
-        if kind is IncomingCall:
-            return self.workers.start(event, direct)
         if kind is Ready:
             self.ready.set()
             if self._keepalive_seconds is not None and not self.closed:
                 self.keepalive = Keepalive(self._hub.loop, self._keepalive_seconds, self._probe,
-                                           self._lost)
+                                           self._lost, self._heard_since)
         elif kind is Cancelled:
             self.workers.cancel(event.request_id)
         elif kind is Released or kind is StoppedObserving:
@@ -352,6 +356,10 @@ class Connection(CallsOut):
 
     def _idle(self) -> bool:
         return not self._waiting and not self.workers.busy()
+
+    def _heard_since(self) -> bool:
+        heard, self.heard = self.heard, False
+        return heard
 
     def _probe(self) -> None:
         self.protocol.send_ping()
