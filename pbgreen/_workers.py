@@ -61,11 +61,13 @@ class Workers:
     def __init__(self, connection: Any, max_calls: int) -> None:
         self.connection = connection
         self.max_calls = max_calls
-        self._calls: set[gevent.Greenlet] = set()
+        self._calls: dict[gevent.Greenlet, None] = {}  # a dict: smaller than a set
         self._idle: list[Waiter] = []
-        #: Calls waiting for a free worker, and cache updates waiting to be applied.
-        self.backlog: deque[IncomingCall] = deque()
-        self.updates: deque[IncomingCall] = deque()
+        #: Calls waiting for a free worker, and cache updates waiting to be applied:
+        #: an empty tuple until the first one (an empty deque costs 600 bytes, and
+        #: most connections never queue anything).
+        self.backlog: deque[IncomingCall] | tuple[()] = ()
+        self.updates: deque[IncomingCall] | tuple[()] = ()
         #: The worker running each incoming request, by request id (to cancel it).
         self.running: dict[int, gevent.Greenlet] = {}
         #: When each pbgreen caller stops waiting (time.monotonic()), by request id.
@@ -81,6 +83,8 @@ class Workers:
         if call.deadline is not None:  # counts from now, however long the call waits here
             self.deadlines[call.request_id] = time.monotonic() + call.deadline
         if call.update:
+            if type(self.updates) is tuple:  # the first one (the updater keeps this deque)
+                self.updates = deque()
             self.updates.append(call)
             if self._updater is None:
                 self._updater = gevent.spawn(self._apply_updates)
@@ -93,13 +97,15 @@ class Workers:
             return hand_over(self._idle.pop(), call, connection.run_callback, direct)
         if len(self._calls) >= self.max_calls:
             if len(self.backlog) < self.max_calls * BACKLOG_FACTOR:
+                if type(self.backlog) is tuple:  # the first one
+                    self.backlog = deque()
                 self.backlog.append(call)
             elif call.answer:
                 connection.protocol.send_error(call.request_id, Error(
                     f"too many calls waiting on this connection ({self.max_calls} running, "
                     f"{len(self.backlog)} queued); wait for answers before sending more"))
             return False
-        self._calls.add(gevent.spawn(self._worker, [call]))
+        self._calls[gevent.spawn(self._worker, [call])] = None
         return False
 
     def refuse(self, reason: str) -> None:
@@ -195,7 +201,7 @@ class Workers:
                 call = waiter.get()
                 del waiter
         finally:
-            self._calls.discard(current)
+            self._calls.pop(current, None)
 
     def _apply_updates(self) -> None:
         updates = self.updates
@@ -215,9 +221,15 @@ class Workers:
 
     def stop(self) -> None:
         """The connection is gone: forget queued calls, let idle workers end."""
-        self.backlog.clear()
-        self.updates.clear()
+        if self.backlog:
+            self.backlog.clear()
+        if self.updates:
+            self.updates.clear()
         self._resume.set()
+        self.release_idle()
+
+    def release_idle(self) -> None:
+        """Let the workers waiting for a call end (an idle connection keeps none)."""
         idle, self._idle = self._idle, []
         run_callback = self.connection.run_callback
         for waiter in idle:

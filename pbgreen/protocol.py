@@ -112,7 +112,7 @@ class Broker:
         self.reader_write_limit: int | None = None
         self.tables = RefTables(invoker, self.security)
         #: Request ids we sent and still wait for an answer to.
-        self.pending: set[int] = set()
+        self.pending: dict[int, None] = {}  # a dict: smaller than a set when empty
         self._last_request = 0
         self._out = bytearray()
         #: The bytes queued for the peer (read its length; ``data_to_send`` takes them).
@@ -260,7 +260,7 @@ class Broker:
         else:
             self._queue(head, values)
         if answer:
-            self.pending.add(request_id)
+            self.pending[request_id] = None
         return request_id
 
     def send_answer(self, request_id: int, values: Outgoing) -> None:
@@ -313,7 +313,7 @@ class Broker:
 
     def abandon(self, request_id: int) -> None:
         """The caller stopped waiting: the late answer's references will be given back."""
-        self.pending.discard(request_id)
+        self.pending.pop(request_id, None)
 
     def done_with(self, reply: Reply) -> list[Released | StoppedObserving]:
         """``reply`` was read (or never will be): unpin what it named; the events now owed."""
@@ -357,7 +357,7 @@ class Broker:
             return set(), [], []
         self._finished = True
         self.state = _CLOSED
-        pending, self.pending = self.pending, set()
+        pending, self.pending = set(self.pending), {}
         callbacks, owned = self.tables.clear()
         callbacks += self._on_lost
         self._on_lost = []
@@ -432,7 +432,7 @@ def _read_reply(broker: Broker, expr: list[Any], events: list[Any]) -> None:
                 broker.tables.release_unread(sexp)
             return
         raise ProtocolError(f"{expr[0].decode()} for request {request_id}, which was never sent")
-    broker.pending.discard(request_id)
+    del broker.pending[request_id]
     ok = expr[0] == b"answer"
     pins: tuple[Any, ...] = ()
     announced: tuple[Any, ...] = ()
