@@ -24,6 +24,7 @@ from ._fanout import shared_tail
 from ._refs import NotOpen
 from ._workers import hand_over
 from .errors import ClosedLocally, CopiedFailure, DeadReferenceError
+from .plaincodec import Built
 from .events import Reply
 from .reference import RemoteReference
 
@@ -125,7 +126,7 @@ class _Wait:
     def __init__(self, connection: "Any") -> None:
         self.waiter = Waiter()
         self.connection = connection
-        self.run_callback = connection._hub.loop.run_callback
+        self.run_callback = connection.run_callback
 
     def deliver(self, reply: Reply, direct: bool) -> bool:
         if direct and self.waiter.greenlet is not None:
@@ -160,7 +161,8 @@ class CallsOut:
             raise self._dead(name)
         if "pbanswer" in kwargs and not kwargs.pop("pbanswer"):
             token = None
-        self.wait_writable()
+        if self.writer.greenlet is not None:  # bytes wait for the socket
+            self.wait_writable()
         if self.closed:
             raise self._dead(name)
         timers = self.call_timers if token is not None else None
@@ -228,6 +230,9 @@ class CallsOut:
         return value
 
     def _outcome(self, reply: Reply, perspective: Any) -> Any:
+        sexp = reply.sexp
+        if type(sexp) is Built and reply.ok:  # plain data: nothing pinned, nothing to release
+            return sexp.value
         value = self._outcome_of(reply, perspective)
         # An answer that *is* a failure (a Twisted method returned a
         # CopyableFailure) fails the call, as it fails a Twisted caller's Deferred.

@@ -11,7 +11,8 @@ or per call, so an idle connection costs no stack).
 * ``IdleTimer`` (servers, ``idle_timeout``): closes a connection with no
   call in either direction and none running for that long.
 * ``Keepalive``: twice per ``keepalive`` period the timer looks at how long
-  ago the peer last sent a byte. Silent for ``keepalive``: a probe the peer
+  ago the peer last sent a byte (the reader only raises a flag per batch it
+  reads; the timer turns the flag into a time, within half a period). Silent for ``keepalive``: a probe the peer
   must answer goes out (``ping`` to a ``pbgreen`` peer, a call to no object
   for a Twisted one, which answers it quietly). Nothing back within another
   ``keepalive``: the path is dead (a pulled cable, a stalled proxy: no FIN,
@@ -71,12 +72,14 @@ class Keepalive:
     """Probes a silent peer and declares it dead (see the module docstring)."""
 
     def __init__(self, loop: Any, seconds: float, probe: Callable[[], Any],
-                 dead: Callable[[BaseException], Any]) -> None:
+                 dead: Callable[[BaseException], Any], heard: Callable[[], bool]) -> None:
         self.seconds = seconds
         self._loop = loop
         self._probe = probe
         self._dead = dead
-        #: The hub's clock when the peer last sent us anything.
+        #: Whether the peer sent anything since the last look (and forget it).
+        self._heard = heard
+        #: The hub's clock when we last saw the peer had sent us something.
         self.last_heard = loop.now()
         self._probed_at: float | None = None
         # Looked at twice per period, so a probe leaves within 1.5 periods of
@@ -87,6 +90,8 @@ class Keepalive:
 
     def _check(self) -> None:
         now = self._loop.now()
+        if self._heard():
+            self.last_heard = now
         probed_at = self._probed_at
         if probed_at is not None and self.last_heard < probed_at:  # a probe is out
             if now - probed_at >= self.seconds:
@@ -95,7 +100,9 @@ class Keepalive:
                     f"answer a keepalive probe within {self.seconds:g} s (keepalive): the "
                     "path to it is dead"))
             return
-        if now - self.last_heard >= self.seconds:
+        # last_heard is when a check saw the flag: up to half a period after
+        # the bytes came; the margin keeps a late timer from costing a period.
+        if now - self.last_heard >= self.seconds * 0.9:
             self._probed_at = now
             self._probe()
 

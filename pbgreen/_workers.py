@@ -61,11 +61,13 @@ class Workers:
     def __init__(self, connection: Any, max_calls: int) -> None:
         self.connection = connection
         self.max_calls = max_calls
-        self._calls: set[gevent.Greenlet] = set()
+        self._calls: dict[gevent.Greenlet, None] = {}  # a dict: smaller than a set
         self._idle: list[Waiter] = []
-        #: Calls waiting for a free worker, and cache updates waiting to be applied.
-        self.backlog: deque[IncomingCall] = deque()
-        self.updates: deque[IncomingCall] = deque()
+        #: Calls waiting for a free worker, and cache updates waiting to be applied:
+        #: an empty tuple until the first one (an empty deque costs 600 bytes, and
+        #: most connections never queue anything).
+        self.backlog: deque[IncomingCall] | tuple[()] = ()
+        self.updates: deque[IncomingCall] | tuple[()] = ()
         #: The worker running each incoming request, by request id (to cancel it).
         self.running: dict[int, gevent.Greenlet] = {}
         #: When each pbgreen caller stops waiting (time.monotonic()), by request id.
@@ -81,6 +83,8 @@ class Workers:
         if call.deadline is not None:  # counts from now, however long the call waits here
             self.deadlines[call.request_id] = time.monotonic() + call.deadline
         if call.update:
+            if type(self.updates) is tuple:  # the first one (the updater keeps this deque)
+                self.updates = deque()
             self.updates.append(call)
             if self._updater is None:
                 self._updater = gevent.spawn(self._apply_updates)
@@ -90,16 +94,18 @@ class Workers:
                 connection.protocol.send_error(call.request_id, Error(self.refusing))
             return False
         if self._idle:
-            return hand_over(self._idle.pop(), call, connection._hub.loop.run_callback, direct)
+            return hand_over(self._idle.pop(), call, connection.run_callback, direct)
         if len(self._calls) >= self.max_calls:
             if len(self.backlog) < self.max_calls * BACKLOG_FACTOR:
+                if type(self.backlog) is tuple:  # the first one
+                    self.backlog = deque()
                 self.backlog.append(call)
             elif call.answer:
                 connection.protocol.send_error(call.request_id, Error(
                     f"too many calls waiting on this connection ({self.max_calls} running, "
                     f"{len(self.backlog)} queued); wait for answers before sending more"))
             return False
-        self._calls.add(gevent.spawn(self._worker, [call]))
+        self._calls[gevent.spawn(self._worker, [call])] = None
         return False
 
     def refuse(self, reason: str) -> None:
@@ -126,14 +132,17 @@ class Workers:
         """Progress was made (output drained): a paused reader looks again."""
         self._resume.set()
 
-    def _run(self, call: IncomingCall) -> None:
+    def _run(self, call: IncomingCall, current: gevent.Greenlet) -> None:
+        """Run one call in ``current`` (this worker or the updater)."""
         protocol = self.connection.protocol
+        request_id = call.request_id
         deadline = None
-        at = self.deadlines.pop(call.request_id, None) if self.deadlines else None
+        at = self.deadlines.pop(request_id, None) if self.deadlines else None
         if at is not None:  # a pbgreen caller waits until then, no longer
             deadline = gevent.Timeout(max(0.0, at - time.monotonic()))
             deadline.start()
-        self.running[call.request_id] = gevent.getcurrent()
+        running = self.running
+        running[request_id] = current
         try:
             dispatch.run_call(protocol, call, at)
         except gevent.Timeout as exc:
@@ -151,8 +160,8 @@ class Workers:
             idle_timer = self.connection.idle_timer
             if idle_timer is not None:  # idle counts from the end of the last call
                 idle_timer.last_active = self.connection._hub.loop.now()
-            if self.running.get(call.request_id) is gevent.getcurrent():
-                del self.running[call.request_id]
+            if running.get(request_id) is current:
+                del running[request_id]
 
     def cancel(self, request_id: int) -> None:
         """The caller gave up on ``request_id``: stop the method if it still runs."""
@@ -171,11 +180,14 @@ class Workers:
         # The first call comes in a list emptied here: the Greenlet keeps its
         # arguments, and must not keep the call's target and arguments alive.
         connection = self.connection
+        writer = connection.writer
+        current = gevent.getcurrent()
         call: IncomingCall | None = first.pop()
         try:
             while call is not None:
-                connection.wait_writable()
-                self._run(call)
+                if writer.greenlet is not None:  # bytes wait for the socket
+                    connection.wait_writable()
+                self._run(call, current)
                 call = None  # nothing of the call stays alive while this worker waits
                 connection.flush()  # each answer leaves as soon as it is made
                 if self.backlog and not connection.closed:
@@ -189,17 +201,18 @@ class Workers:
                 call = waiter.get()
                 del waiter
         finally:
-            self._calls.discard(gevent.getcurrent())
+            self._calls.pop(current, None)
 
     def _apply_updates(self) -> None:
         updates = self.updates
         connection = self.connection
+        current = gevent.getcurrent()
         try:
             while updates and not connection.closed:
                 connection.wait_writable()  # their answers count against the mark too
                 call = updates.popleft()
                 self._resume.set()
-                self._run(call)
+                self._run(call, current)
                 del call
                 if not updates:
                     connection.flush()
@@ -208,11 +221,17 @@ class Workers:
 
     def stop(self) -> None:
         """The connection is gone: forget queued calls, let idle workers end."""
-        self.backlog.clear()
-        self.updates.clear()
+        if self.backlog:
+            self.backlog.clear()
+        if self.updates:
+            self.updates.clear()
         self._resume.set()
+        self.release_idle()
+
+    def release_idle(self) -> None:
+        """Let the workers waiting for a call end (an idle connection keeps none)."""
         idle, self._idle = self._idle, []
-        run_callback = self.connection._hub.loop.run_callback
+        run_callback = self.connection.run_callback
         for waiter in idle:
             run_callback(waiter.switch, None)
 

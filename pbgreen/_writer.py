@@ -51,7 +51,9 @@ class Writer:
         self._on_drained = on_drained
         self._try_inline = type(sock) is _gevent_socket
         self._unsent: Any = b""
-        self._greenlet: gevent.Greenlet | None = None
+        #: The writer greenlet while bytes wait for the socket, else ``None``
+        #: (only then can ``wait_writable`` block: callers test it first).
+        self.greenlet: gevent.Greenlet | None = None
         self._drained = Event()
 
     @property
@@ -61,7 +63,7 @@ class Writer:
 
     def flush(self) -> None:
         """Write what is queued: at once if the socket takes it, else by the writer greenlet."""
-        if self._greenlet is not None or self.closed:
+        if self.greenlet is not None or self.closed:
             return  # the writer takes whatever is queued when it gets to it
         data = self.protocol.data_to_send()
         if not data:
@@ -81,7 +83,7 @@ class Writer:
             data = memoryview(data)[sent:]
         self._unsent = data
         self._drained.clear()
-        self._greenlet = gevent.spawn(self._write_rest)
+        self.greenlet = gevent.spawn(self._write_rest)
 
     def _write_rest(self) -> None:
         send = self.sock.send
@@ -103,8 +105,8 @@ class Writer:
         except OSError as exc:
             self._on_error(exc)
         finally:
-            if self._greenlet is gevent.getcurrent():
-                self._greenlet = None
+            if self.greenlet is gevent.getcurrent():
+                self.greenlet = None
             self._drained.set()
         self._check_close()
 
@@ -115,7 +117,7 @@ class Writer:
 
     def wait_writable(self) -> None:
         """Wait while more than ``high_water`` bytes are queued (back-pressure)."""
-        while self._greenlet is not None and self.buffered > self.high_water \
+        while self.greenlet is not None and self.buffered > self.high_water \
                 and not self.closed:
             self._drained.clear()
             self._drained.wait()
@@ -123,7 +125,7 @@ class Writer:
     def drain(self, timeout: float) -> None:
         """Write what is queued, waiting up to ``timeout`` s for the writer to finish."""
         self.flush()
-        greenlet = self._greenlet
+        greenlet = self.greenlet
         if greenlet is not None and greenlet is not gevent.getcurrent():
             greenlet.join(timeout)
 
@@ -131,7 +133,7 @@ class Writer:
         """Stop writing: the connection is gone."""
         self.closed = True
         self._drained.set()
-        greenlet, self._greenlet = self._greenlet, None
+        greenlet, self.greenlet = self.greenlet, None
         if greenlet is not None and greenlet is not gevent.getcurrent():
             greenlet.kill(block=False)
         self._unsent = b""

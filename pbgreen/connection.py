@@ -11,6 +11,10 @@ How it works.
   (back-pressure) while the incoming-call backlog is non-empty and the
   output is over the high-water mark, or while too many cache updates wait
   to be applied.
+* **Parking** (server connections): the reader ends after the handshake,
+  and whenever ``park`` (the server's sweep) finds it waiting in ``recv``;
+  an io watcher on the socket spawns a new one when bytes arrive, so an
+  idle connection holds no greenlet.
 * **Writing: one writer** (``_writer.Writer``): a non-blocking ``send``
   that cannot be interrupted, and a writer greenlet for the rest, the only
   code that ever waits on the socket's write side.
@@ -36,6 +40,7 @@ from typing import Any, Callable
 
 import gevent
 from gevent.event import Event
+from gevent.socket import socket as _gevent_socket
 
 from . import dispatch
 from ._calls import DROP_FACTOR, CallResult, CallsOut
@@ -54,6 +59,11 @@ __all__ = ["Connection", "CallResult", "live_connections", "HIGH_WATER"]
 log = logging.getLogger("pbgreen.connection")
 
 RECV_SIZE = 256 * 1024
+
+
+class _Parked(BaseException):
+    """Thrown into a reader waiting in ``recv`` to end it (``Connection.park``)."""
+
 
 _live: "weakref.WeakSet[Connection]" = weakref.WeakSet()
 
@@ -106,13 +116,18 @@ class Connection(CallsOut):
             peer silent through the probe is declared dead (``None``: off).
         idle_timeout: close the connection once no call went either way and
             none ran for this many seconds (``None``: never).
+        park_when_idle: end the reader greenlet once the handshake is done
+            and whenever ``park`` finds it waiting for bytes; a watcher starts
+            a new one when bytes arrive (``PBServer`` sets it: an idle
+            connection then holds no greenlet). Plain TCP sockets only.
     """
 
     def __init__(self, sock: Any, *, is_client: bool, root: Any = None,
                  security: SecurityOptions | None = None, unsafe_tracebacks: bool = False,
                  max_calls: int = 1000, peer: Any = None, high_water: int = HIGH_WATER,
                  call_timeout: float | None = None, keepalive: float | None = None,
-                 idle_timeout: float | None = None, **decoder_options: Any) -> None:
+                 idle_timeout: float | None = None, park_when_idle: bool = False,
+                 **decoder_options: Any) -> None:
         self.sock = sock
         self.peer = peer
         self.high_water = high_water
@@ -131,7 +146,19 @@ class Connection(CallsOut):
         self.lost_hooks: list[Callable[[], Any]] = []
         self._notify: list[tuple[RemoteReference, Callable[[RemoteReference], Any]]] = []
         self._reader: gevent.Greenlet | None = None
+        #: The greenlet in ``run`` now (None while parked), whether it waits in
+        #: ``recv``, and the watchers of a handshake deadline and of a parked socket.
+        self._reading: Any = None
+        self._in_recv = False
+        self._watchdog: Any = None
+        self._park_watcher: Any = None
+        #: Whether ``park`` may end the reader (plain TCP only: TLS may hold
+        #: bytes already taken from the socket); it also parks after the handshake.
+        self.park_when_idle = park_when_idle and type(sock) is _gevent_socket
+        self._park_soon = False
         self._hub = gevent.get_hub()
+        #: The hub's ``loop.run_callback`` (looked up once: used on every call).
+        self.run_callback = self._hub.loop.run_callback
         self.workers = Workers(self, max_calls)
         self.writer = Writer(sock, self.protocol, high_water, self._lost, self.workers.wake)
         # Called on every call and answer: straight to the writer, no extra frame.
@@ -146,6 +173,8 @@ class Connection(CallsOut):
                             else CallTimers(loop, call_timeout, self._call_expired))
         self._keepalive_seconds = keepalive
         self.keepalive: Keepalive | None = None  # started once the handshake is done
+        #: Set by the reader on every batch of bytes; the keepalive timer clears it.
+        self.heard = False
         self.idle_timer = (None if idle_timeout is None
                            else IdleTimer(loop, idle_timeout, self._idle, self._lost))
         _live.add(self)
@@ -175,13 +204,16 @@ class Connection(CallsOut):
         """Read in a new greenlet (clients); servers call ``run`` directly."""
         self._reader = gevent.spawn(self.run)
 
-    def run(self, handshake_timeout: float | None = None) -> None:
+    def run(self, handshake_timeout: float | None = None) -> bool:
         """Read until the connection ends; the reader greenlet's body.
 
         With ``handshake_timeout``, a peer that has not finished the PB
-        handshake by then is disconnected.
+        handshake by then is disconnected. Returns ``True`` if it stopped
+        because the connection was parked (see ``park``): the connection
+        lives on, and a new reader starts when the peer sends something.
         """
         cause: BaseException | None = None
+        parked = False
         protocol = self.protocol
         recv = self.sock.recv
         loop = self._hub.loop
@@ -190,10 +222,10 @@ class Connection(CallsOut):
         timers = self.call_timers
         output = protocol.output
         idle_timer = self.idle_timer
-        watchdog = None
-        if handshake_timeout is not None:
-            watchdog = gevent.spawn_later(handshake_timeout, self._handshake_expired,
-                                          handshake_timeout)
+        self._reading = gevent.getcurrent()
+        if handshake_timeout is not None:  # a timer, not a greenlet: it stops at Ready
+            self._watchdog = loop.timer(handshake_timeout)
+            self._watchdog.start(self._handshake_expired, handshake_timeout)
         try:
             self.flush()  # an acceptor offers its dialects first
             while not self.closed:
@@ -201,13 +233,19 @@ class Connection(CallsOut):
                     self.workers.wait_resume(self)
                     continue
                 iteration = loop.iteration
-                data = recv(RECV_SIZE)
+                self._in_recv = True
+                try:
+                    data = recv(RECV_SIZE)
+                except _Parked:
+                    parked = True
+                    break
+                finally:
+                    self._in_recv = False
                 if not data:
                     protocol.receive_eof()
                     cause = ClosedByPeer(f"{self.peer} closed the connection")
                     break
-                if self.keepalive is not None:
-                    self.keepalive.last_heard = loop.now()
+                self.heard = True  # for the keepalive timer
                 direct = True
                 queued_before = len(output)
                 events = protocol.receive_data(data)
@@ -230,10 +268,13 @@ class Connection(CallsOut):
                                 # at get(): updates and re-sends of them may follow.
                                 gevent.spawn(token.read)
                                 direct = False
+                    elif type(event) is IncomingCall:
+                        direct = workers.start(event, direct)
                     else:
                         direct = self._route(event, direct)
                 event = events = token = None  # nothing of the last event stays alive
-                self.flush()
+                if output or tables.releases:
+                    self.flush()
                 if wrote and self.buffered > self.high_water:
                     # A peer that makes us write and does not read: stop reading it.
                     self.writer.wait_writable()
@@ -241,6 +282,10 @@ class Connection(CallsOut):
                     self.writer.drain(2.0)  # the goodbye still reaches the peer
                     cause = ClosedLocally(tables.close_reason)
                     log.warning("closing connection to %s: %s", self.peer, tables.close_reason)
+                    break
+                if self._park_soon:  # the handshake is done: wait for the first call parked
+                    self._park_soon = False
+                    parked = True
                     break
                 if loop.iteration == iteration:
                     # recv returned without waiting and the hub has not run
@@ -253,21 +298,59 @@ class Connection(CallsOut):
         except OSError as exc:
             cause = exc
         finally:
-            if watchdog is not None:
-                watchdog.kill(block=False)
-            self._lost(cause if cause is not None
-                       else ClosedLocally("the reader stopped on an internal error"))
+            self._reading = None
+            if parked:
+                self._wait_for_data()
+            else:
+                self._lost(cause if cause is not None
+                           else ClosedLocally("the reader stopped on an internal error"))
+        return parked
+
+    def park(self) -> None:
+        """End the reader greenlet of an idle connection; a watcher brings one back.
+
+        An idle connection then costs no greenlet (no stack, no frames), only
+        its objects: what lets a server hold many idle connections. Workers
+        waiting for a call end too (new ones start with the next calls). Called
+        from the hub (``PBServer``'s sweep timer); does nothing unless
+        ``park_when_idle`` and the reader waits in ``recv``. Nothing is lost:
+        the reader holds no state between two reads.
+        """
+        if self.closed or not self.park_when_idle:
+            return
+        reader = self._reading
+        if reader is None or self._in_recv:  # parked already (a call may have ended since)
+            self.workers.release_idle()
+        if reader is not None and self._in_recv:
+            reader.throw(_Parked)  # run() returns; its greenlet ends
+
+    def _wait_for_data(self) -> None:
+        if self.closed:
+            return
+        self._park_watcher = self._hub.loop.io(self.sock.fileno(), 1)  # 1: readable
+        self._park_watcher.start(self._unpark)
+
+    def _unpark(self) -> None:
+        self._stop_park_watcher()
+        if not self.closed:
+            self._reader = gevent.spawn(self.run)
+
+    def _stop_park_watcher(self) -> None:
+        watcher, self._park_watcher = self._park_watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
 
     def _route(self, event: Any, direct: bool) -> bool:
-        """Deliver one event other than a reply; whether the next may go direct."""
+        """Deliver one event other than a reply or a call; whether the next may go direct."""
         kind = type(event)
-        if kind is IncomingCall:
-            return self.workers.start(event, direct)
         if kind is Ready:
             self.ready.set()
+            self._stop_watchdog()
+            self._park_soon = self.park_when_idle
             if self._keepalive_seconds is not None and not self.closed:
                 self.keepalive = Keepalive(self._hub.loop, self._keepalive_seconds, self._probe,
-                                           self._lost)
+                                           self._lost, self._heard_since)
         elif kind is Cancelled:
             self.workers.cancel(event.request_id)
         elif kind is Released or kind is StoppedObserving:
@@ -278,8 +361,15 @@ class Connection(CallsOut):
         dispatch.settle(self.protocol, events)
         self.flush()
 
-    def _handshake_expired(self, seconds: float) -> None:
-        if not self.ready.is_set():
+    def _stop_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.stop()
+            watchdog.close()
+
+    def _handshake_expired(self, seconds: float) -> None:  # in the hub (a timer)
+        self._stop_watchdog()
+        if not self.ready.is_set() and not self.closed:
             log.warning("closing connection to %s: no PB handshake within %s s", self.peer,
                         seconds)
             self._lost(ClosedLocally(f"no PB handshake within {seconds} s"))
@@ -312,6 +402,8 @@ class Connection(CallsOut):
             hook()
         self.ready.set()
         self.protocol.tables.on_release_queued = None  # no more pokes at a closing watcher
+        self._stop_watchdog()
+        self._stop_park_watcher()
         if self.keepalive is not None:
             self.keepalive.stop()
         if self.call_timers is not None:
@@ -352,6 +444,10 @@ class Connection(CallsOut):
 
     def _idle(self) -> bool:
         return not self._waiting and not self.workers.busy()
+
+    def _heard_since(self) -> bool:
+        heard, self.heard = self.heard, False
+        return heard
 
     def _probe(self) -> None:
         self.protocol.send_ping()

@@ -27,6 +27,7 @@ from .banana import VOCAB_CODES, EncodeError, encode
 from .errors import CopiedFailure, Error, InsecureJelly, LoginFailed, RefLimitError
 from .events import IncomingCall, Released, Reply, StoppedObserving
 from .jelly import Jellier, Unjellier
+from .plaincodec import Built
 from .protocol import Broker, Outgoing
 
 __all__ = ["prepare", "send_call", "read_reply", "unjelly", "run_call", "report", "settle",
@@ -181,12 +182,11 @@ def run_call(broker: Broker, call: IncomingCall, deadline: float | None = None) 
     reset = _deadline.set(deadline) if deadline is not None else None
     try:
         method, perspective = target.remoteMethod(call.method)
-        try:  # plain data (the common case) was rebuilt by the decoder already
-            args, kwargs = call.args, call.kwargs
-            args = args.value if type(args) is plaincodec.Built else unjelly(broker, args,
-                                                                            perspective)
-            kwargs = kwargs.value if type(kwargs) is plaincodec.Built else unjelly(
-                broker, kwargs, perspective)
+        args, kwargs = call.args, call.kwargs
+        try:  # plain data was already rebuilt by the decoder: no call for it
+            args = args.value if type(args) is Built else unjelly(broker, args, perspective)
+            kwargs = (kwargs.value if type(kwargs) is Built
+                      else unjelly(broker, kwargs, perspective))
         except InsecureJelly as exc:  # the caller sent something refused: its problem
             log.info("refused the arguments %s sent for %s: %s", broker.peer, call.method, exc)
             if call.answer:

@@ -61,6 +61,11 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+# Module constants: an Enum class attribute goes through EnumType.__getattr__,
+# and the state is checked several times per message.
+_HANDSHAKE, _OPEN, _CLOSED = State.HANDSHAKE, State.OPEN, State.CLOSED
+
+
 class Outgoing:
     """Values ready to queue: their banana bytes, and what they register (if anything)."""
 
@@ -97,7 +102,7 @@ class Broker:
         self.peer: Any = None
         self.dialects = dialects
         self.dialect: bytes | None = None
-        self.state = State.HANDSHAKE
+        self.state = _HANDSHAKE
         decoder_options.setdefault("fast", plaincodec.loads)
         self.decoder = Decoder(**decoder_options)
         self.vocab: dict[bytes, bytes] = NO_VOCAB
@@ -107,7 +112,7 @@ class Broker:
         self.reader_write_limit: int | None = None
         self.tables = RefTables(invoker, self.security)
         #: Request ids we sent and still wait for an answer to.
-        self.pending: set[int] = set()
+        self.pending: dict[int, None] = {}  # a dict: smaller than a set when empty
         self._last_request = 0
         self._out = bytearray()
         #: The bytes queued for the peer (read its length; ``data_to_send`` takes them).
@@ -141,17 +146,17 @@ class Broker:
         Raises ``ProtocolError`` (incl. ``BananaError``) if the peer broke
         the protocol; the state is then ``CLOSED``.
         """
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return []  # bytes that were already in flight when we gave up
         events: list[Any] = []
         try:
-            if self.state is State.HANDSHAKE:
+            if self.state is _HANDSHAKE:
                 found = self.decoder.feed(data, limit=1)
-                while found and self.state is State.HANDSHAKE:
+                while found and self.state is _HANDSHAKE:
                     self._negotiate(found[0], events)
-                    if self.state is State.HANDSHAKE:
+                    if self.state is _HANDSHAKE:
                         found = self.decoder.feed(b"", limit=1)
-                if self.state is State.HANDSHAKE:
+                if self.state is _HANDSHAKE:
                     return events
                 data = b""
             readers = _EXTENDED_READERS if self.extended else _READERS
@@ -163,17 +168,17 @@ class Broker:
                     raise ProtocolError(f"unknown PB command {expr[0]!r:.60}")
                 reader(self, expr, events)
         except ProtocolError:
-            self.state = State.CLOSED
+            self.state = _CLOSED
             raise
         except Exception as exc:
-            self.state = State.CLOSED
+            self.state = _CLOSED
             raise ProtocolError(f"malformed message from the peer ({type(exc).__name__}: "
                                 f"{exc})") from exc
         return events
 
     def receive_eof(self) -> None:
         """The peer closed its side: nothing more will arrive."""
-        self.state = State.CLOSED
+        self.state = _CLOSED
 
     def _negotiate(self, expr: Any, events: list[Any]) -> None:
         if self.is_client:
@@ -190,7 +195,7 @@ class Broker:
                 raise ProtocolError(f"the peer chose dialect {expr!r:.60}, which we did not offer")
             choice = expr
         self.dialect = choice
-        self.state = State.OPEN
+        self.state = _OPEN
         self.decoder.vocab = choice in VOCAB_DIALECTS
         self.vocab = VOCAB_CODES if choice in VOCAB_DIALECTS else NO_VOCAB
         self.extended = choice == b"pbgreen"
@@ -214,13 +219,13 @@ class Broker:
 
     def _queue_releases(self) -> None:
         releases = self.tables.take_releases()
-        if self.state is State.OPEN:
+        if self.state is _OPEN:
             for command, key in releases:
                 self._write([command, key])
 
     def _queue(self, head: list[Any], values: Outgoing) -> None:
         """Commit ``values``' registrations and queue the message, in one step."""
-        if self.state is not State.OPEN:
+        if self.state is not _OPEN:
             raise NotOpen(f"the connection is {self.state.value}")
         if values.context is not None:
             self.tables.commit(values.context)  # raises Stale, nothing applied
@@ -255,7 +260,7 @@ class Broker:
         else:
             self._queue(head, values)
         if answer:
-            self.pending.add(request_id)
+            self.pending[request_id] = None
         return request_id
 
     def send_update(self, cache_id: int, tail: bytes) -> None:
@@ -282,7 +287,7 @@ class Broker:
 
     def send_error(self, request_id: int, exc: BaseException) -> None:
         """Queue an ``error`` for ``request_id``, as a Twisted ``CopyableFailure``."""
-        if self.state is State.OPEN:
+        if self.state is _OPEN:
             self._write([b"error", request_id, failure_sexp(exc, self.unsafe_tracebacks)])
 
     def _check_reader_output(self) -> None:
@@ -299,7 +304,7 @@ class Broker:
 
     def send_cancel(self, request_id: int) -> None:
         """Tell a ``pbgreen`` peer we stopped waiting for ``request_id`` (it stops the method)."""
-        if self.state is State.OPEN and self.extended:
+        if self.state is _OPEN and self.extended:
             self._write([b"cancel", request_id])
 
     def send_ping(self) -> None:
@@ -308,7 +313,7 @@ class Broker:
         Twisted answers a ``message`` to an object id it does not have with
         an ``error`` and logs nothing (WIRE §4.11); the reply is dropped.
         """
-        if self.state is not State.OPEN:
+        if self.state is not _OPEN:
             return
         if self.extended:
             self._write([b"ping"])
@@ -319,14 +324,14 @@ class Broker:
 
     def send_uncache(self, cache_id: Any) -> None:
         """Tell the peer we send no more updates to ``cache_id`` (after ``StoppedObserving``)."""
-        if self.state is State.OPEN:
+        if self.state is _OPEN:
             self._write([b"uncache", cache_id])
 
     # ------------------------------------------------------------------ replies
 
     def abandon(self, request_id: int) -> None:
         """The caller stopped waiting: the late answer's references will be given back."""
-        self.pending.discard(request_id)
+        self.pending.pop(request_id, None)
 
     def done_with(self, reply: Reply) -> list[Released | StoppedObserving]:
         """``reply`` was read (or never will be): unpin what it named; the events now owed."""
@@ -369,8 +374,8 @@ class Broker:
         if self._finished:
             return set(), [], []
         self._finished = True
-        self.state = State.CLOSED
-        pending, self.pending = self.pending, set()
+        self.state = _CLOSED
+        pending, self.pending = set(self.pending), {}
         callbacks, owned = self.tables.clear()
         callbacks += self._on_lost
         self._on_lost = []
@@ -461,7 +466,7 @@ def _read_reply(broker: Broker, expr: list[Any], events: list[Any]) -> None:
                 broker.tables.release_unread(sexp)
             return
         raise ProtocolError(f"{expr[0].decode()} for request {request_id}, which was never sent")
-    broker.pending.discard(request_id)
+    del broker.pending[request_id]
     ok = expr[0] == b"answer"
     pins: tuple[Any, ...] = ()
     announced: tuple[Any, ...] = ()

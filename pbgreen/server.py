@@ -8,12 +8,14 @@ import socket
 import ssl
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import gevent
 from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
+from gevent.socket import socket as _gevent_socket
 
 from . import portno
 from .connection import HIGH_WATER, Connection, set_nodelay, wrap_tls
@@ -26,6 +28,9 @@ from .jelly import SecurityOptions
 __all__ = ["PBServer", "portno"]
 
 log = logging.getLogger("pbgreen.server")
+
+#: Seconds between two sweeps that park idle connections (see ``Connection.park``).
+PARK_INTERVAL = 2.0
 
 
 class PBServer:
@@ -85,6 +90,7 @@ class PBServer:
         self._hurry = False
         self._stopper: Any = None
         self._active = 0  # connections being served, TLS handshakes included
+        self._sweep: Any = None  # the timer that parks idle connections
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
         self.max_calls = max_calls
@@ -115,6 +121,11 @@ class PBServer:
             raise RuntimeError("this PBServer was stopped; create a new one to serve again")
         if not self._server.started:
             self._server.start()
+            # One timer for all connections: every PARK_INTERVAL s, the ones
+            # waiting for bytes give up their reader greenlet (Connection.park).
+            self._sweep = gevent.get_hub().loop.timer(PARK_INTERVAL, PARK_INTERVAL)
+            self._sweep.start(self._park_idle)
+            self._sweep.ref = False
 
     def serve_forever(self, graceful_timeout: float | None = 10.0) -> None:
         """Start if needed, then block until ``stop()`` (at once if it already ran).
@@ -165,11 +176,15 @@ class PBServer:
         self._stopping = True
         self._stopper = gevent.getcurrent()
         self._server.close()  # no new connections from here on
+        if self._sweep is not None:
+            self._sweep.stop()
+            self._sweep.close()
         if timeout is not None:
             self._drain(timeout)
-        for connection in list(self.connections):
+        connections = list(self.connections)  # each leaves the set as it closes
+        for connection in connections:
             connection.close("server stopping")
-        for connection in list(self.connections):
+        for connection in connections:
             connection.kill_calls(timeout=timeout)
         self._server.stop(timeout=timeout)
         self._stopped.set()
@@ -197,6 +212,7 @@ class PBServer:
     def _handle(self, sock: Any, address: Any) -> None:
         at_capacity = self._active >= self.max_connections
         self._active += 1
+        counted = True  # until the connection's lost hook takes over counting it out
         try:
             set_nodelay(sock)
             if self.proxy_protocol:  # the header comes first, before TLS and PB
@@ -210,9 +226,23 @@ class PBServer:
             if at_capacity:
                 self._refuse(sock, address)
                 return
-            self._serve(sock, address)
+            connection = self._connection(sock, address)
+            counted = False
+            # Returns early if the connection is parked: it lives on without this greenlet.
+            connection.run(self.handshake_timeout)
         finally:
-            self._active -= 1
+            if counted:
+                self._active -= 1
+
+    def _park_idle(self) -> None:
+        """The sweep (a hub timer): idle connections give up their reader greenlet."""
+        for connection in list(self.connections):
+            connection.park()
+
+    def _forget(self, connection: Connection) -> None:
+        # A lost hook: wherever the connection ends (it may outlive its first greenlet).
+        self.connections.discard(connection)
+        self._active -= 1
 
     def _refuse(self, sock: Any, address: Any) -> None:
         log.warning("refusing connection from %s: server at capacity (%d connections, "
@@ -223,24 +253,30 @@ class PBServer:
             pass
         sock.close()
 
-    def _serve(self, sock: Any, address: Any) -> None:
-        connection = Connection(sock, is_client=False, security=self.security,
-                                unsafe_tracebacks=self.unsafeTracebacks,
-                                max_calls=self.max_calls, peer=address,
-                                high_water=self.high_water, keepalive=self.keepalive,
-                                idle_timeout=self.idle_timeout)
-        root = self.root
-        per_connection = getattr(root, "rootObject", None)
-        if per_connection is not None:
-            root = per_connection(connection)
-        connection.protocol.set_root(root)
-        self.connections.add(connection)
+    def _connection(self, sock: Any, address: Any) -> Connection:
+        if type(sock) is _gevent_socket:
+            # The StreamServer closes the handler's socket when the handler
+            # returns, and a parked connection outlives it: take the descriptor.
+            sock = _gevent_socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         try:
-            connection.run(self.handshake_timeout)
-        finally:
-            # Calls still running finish on their own (as in Twisted); their
-            # answers are dropped, since the connection is gone.
-            self.connections.discard(connection)
+            connection = Connection(sock, is_client=False, security=self.security,
+                                    unsafe_tracebacks=self.unsafeTracebacks,
+                                    max_calls=self.max_calls, peer=address,
+                                    high_water=self.high_water, keepalive=self.keepalive,
+                                    idle_timeout=self.idle_timeout, park_when_idle=True)
+            root = self.root
+            per_connection = getattr(root, "rootObject", None)
+            if per_connection is not None:
+                root = per_connection(connection)
+            connection.protocol.set_root(root)
+        except BaseException:
+            sock.close()
+            raise
+        # Calls still running when it ends finish on their own (as in
+        # Twisted); their answers are dropped, since the connection is gone.
+        self.connections.add(connection)
+        connection.lost_hooks.append(partial(self._forget, connection))
+        return connection
 
     def _proxied_peer(self, sock: Any, address: Any) -> Any:
         """The client the PROXY header names (the socket's peer if it names none), or None."""
