@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test bench docs clean haproxy haproxy
+.PHONY: demo test bench docs clean haproxy
 
 # pbgreen/_ccodec.c is the optional compiled codec: an edit rebuilds it.
 $(VENV)/.installed: pyproject.toml setup.py pbgreen/_ccodec.c
