@@ -39,7 +39,7 @@ __all__ = ["Workers", "hand_over", "IDLE_WORKERS", "BACKLOG_FACTOR", "MAX_QUEUED
 
 IDLE_WORKERS = 8  # call workers kept waiting per connection
 BACKLOG_FACTOR = 10  # calls queued per connection, as a multiple of max_calls
-MAX_QUEUED_UPDATES = 10_000  # cache updates waiting to be applied before the reader pauses
+MAX_QUEUED_UPDATES = 128  # cache updates waiting to be applied before the reader pauses
 
 log = logging.getLogger("pbgreen")
 

@@ -201,6 +201,7 @@ class Decoder:
         self.max_message_size = max_message_size
         self.max_items = max_items
         self._rest = b""                   # bytes of an element not complete yet
+        self._rest_at = 0                  # where in _rest they start (after a limit)
         self._chunks: list[bytes] = []     # pieces of a long string body still arriving
         self._have = 0                     # bytes in _chunks
         self._need = 0                     # bytes needed before reading on
@@ -222,7 +223,7 @@ class Decoder:
     @property
     def buffered(self) -> int:
         """Bytes held for an element that is not complete yet."""
-        return len(self._rest) + self._have
+        return len(self._rest) - self._rest_at + self._have
 
     @property
     def in_expression(self) -> bool:
@@ -237,6 +238,7 @@ class Decoder:
         """
         if self._failed is not None:
             raise BananaError(f"decoder already failed: {self._failed}")
+        start = 0
         if self._chunks:
             self._chunks.append(bytes(data))
             self._have += len(data)
@@ -248,14 +250,19 @@ class Decoder:
             self._chunks = []
             self._have = 0
         elif self._rest:
-            buf = self._rest + data
+            # After a limit, what is left is read from where it stopped, not copied.
+            if data:
+                buf = self._rest[self._rest_at:] + data
+            else:
+                buf, start = self._rest, self._rest_at
         else:
             buf = bytes(data)
         self._rest = b""
+        self._rest_at = 0
         self._need = 0  # set again below if a string body is still arriving
         n = len(buf)
-        pos = 0
-        mark = 0  # where the current expression started in buf
+        pos = start
+        mark = start  # where the current expression started in buf
         out: list[Any] = []
         cur = self._cur
         remaining = self._remaining
@@ -369,6 +376,9 @@ class Decoder:
         self._items = items
         if items > self.max_items:
             raise self._fail(f"message has more than {self.max_items} elements")
+        if limit is not None and len(out) >= limit and pos < n:
+            self._rest, self._rest_at = buf, pos  # more expressions may be waiting in it
+            return out
         self._size += n - mark
         if self._size > self.max_message_size:
             raise self._fail(f"message is over the {self.max_message_size}-byte limit")

@@ -59,6 +59,10 @@ __all__ = ["Connection", "CallResult", "live_connections", "HIGH_WATER"]
 log = logging.getLogger("pbgreen.connection")
 
 RECV_SIZE = 256 * 1024
+#: Messages turned into events per pass of the reader: one read of small
+#: messages (thousands of cache updates) is decoded a pass at a time, so the
+#: events alive at once stay few and the reader can pause between passes.
+MESSAGES_PER_PASS = 64
 
 
 class _Parked(BaseException):
@@ -233,22 +237,25 @@ class Connection(CallsOut):
                     self.workers.wait_resume(self)
                     continue
                 iteration = loop.iteration
-                self._in_recv = True
-                try:
-                    data = recv(RECV_SIZE)
-                except _Parked:
-                    parked = True
-                    break
-                finally:
-                    self._in_recv = False
-                if not data:
-                    protocol.receive_eof()
-                    cause = ClosedByPeer(f"{self.peer} closed the connection")
-                    break
-                self.heard = True  # for the keepalive timer
+                if protocol.more_input:  # messages of the last read still buffered
+                    data = b""
+                else:
+                    self._in_recv = True
+                    try:
+                        data = recv(RECV_SIZE)
+                    except _Parked:
+                        parked = True
+                        break
+                    finally:
+                        self._in_recv = False
+                    if not data:
+                        protocol.receive_eof()
+                        cause = ClosedByPeer(f"{self.peer} closed the connection")
+                        break
+                    self.heard = True  # for the keepalive timer
                 direct = True
                 queued_before = len(output)
-                events = protocol.receive_data(data)
+                events = protocol.receive_data(data, MESSAGES_PER_PASS)
                 # Bytes the broker wrote itself (errors, pongs, releases), before
                 # any event ran: a peer can make us write these without reading.
                 wrote = len(output) > queued_before
@@ -283,7 +290,8 @@ class Connection(CallsOut):
                     cause = ClosedLocally(tables.close_reason)
                     log.warning("closing connection to %s: %s", self.peer, tables.close_reason)
                     break
-                if self._park_soon:  # the handshake is done: wait for the first call parked
+                if self._park_soon and not protocol.more_input:
+                    # the handshake is done: wait for the first call parked
                     self._park_soon = False
                     parked = True
                     break

@@ -105,6 +105,8 @@ class Broker:
         self.state = _HANDSHAKE
         decoder_options.setdefault("fast", plaincodec.loads)
         self.decoder = Decoder(**decoder_options)
+        #: The last ``receive_data`` stopped at its limit: more may be buffered.
+        self.more_input = False
         self.vocab: dict[bytes, bytes] = NO_VOCAB
         #: Whether the peer speaks the ``pbgreen`` dialect (deadlines, cancel, ping).
         self.extended = False
@@ -140,12 +142,16 @@ class Broker:
 
     # ------------------------------------------------------------------ bytes in
 
-    def receive_data(self, data: bytes) -> list[Any]:
+    def receive_data(self, data: bytes, limit: int | None = None) -> list[Any]:
         """Feed bytes from the peer; return the events they complete.
 
+        With ``limit``, read at most that many messages; the rest stays
+        buffered and ``more_input`` is true until ``receive_data(b"", limit)``
+        has read it (so a driver can bound the events alive at once).
         Raises ``ProtocolError`` (incl. ``BananaError``) if the peer broke
         the protocol; the state is then ``CLOSED``.
         """
+        self.more_input = False
         if self.state is _CLOSED:
             return []  # bytes that were already in flight when we gave up
         events: list[Any] = []
@@ -160,7 +166,10 @@ class Broker:
                     return events
                 data = b""
             readers = _EXTENDED_READERS if self.extended else _READERS
-            for expr in self.decoder.feed(data):
+            exprs = self.decoder.feed(data, limit)
+            if limit is not None and len(exprs) >= limit:
+                self.more_input = True
+            for expr in exprs:
                 if type(expr) is not list or not expr:
                     raise ProtocolError(f"expected a PB message (a list), got {expr!r:.80}")
                 reader = readers.get(expr[0]) if type(expr[0]) is bytes else None

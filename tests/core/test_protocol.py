@@ -407,3 +407,22 @@ def test_an_object_sent_back_stays_until_its_answer_is_read():
     reply = pair.replies.pop(request)
     assert dispatch.read_reply(pair.client, reply, None) is mine  # ...but pinned until read
     assert luid not in pair.client.tables.locals
+
+
+@pytest.mark.parametrize("limit", [1, 7, 100, 101])
+def test_receive_data_with_a_limit_reads_that_many_messages_a_pass(limit):
+    """A driver bounds the events alive at once; nothing is lost or reordered."""
+    pair = Pair()
+    ids = [pair.send(b"root", "add", i, 1) for i in range(100)]
+    data = pair.client.data_to_send()
+    calls = []
+    events = pair.server.receive_data(data, limit)
+    while True:
+        assert len(events) <= limit
+        calls.extend(e for e in events if isinstance(e, IncomingCall))
+        if not pair.server.more_input:
+            break
+        events = pair.server.receive_data(b"", limit)
+    assert [c.request_id for c in calls] == ids
+    assert pair.server.more_input is False
+    assert pair.server.receive_data(b"", limit) == []
