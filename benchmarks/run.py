@@ -1298,8 +1298,17 @@ def orchestrate(args):
                          mb(st.get("rss_after_start_kb")), mb(cli.get("peak_rss_kb"))])
     print(render_table(["system", "server peak", "server at start", "client peak"], rss_rows))
 
-    # Idle connection memory (benchmarks/idle_memory.py, to come) is reported
-    # here, as one more row per system under Peak RSS.
+    if not args.no_idle:
+        import idle_memory  # benchmarks/idle_memory.py, next to this file
+
+        counts = (2000,) if args.quick else (2000, 10_000)
+        idle = {s: [idle_memory.measure(s, n) for n in counts]
+                for s in ("pbgreen", "twisted") if s in systems}
+        print("\nServer memory per idle connection (RSS growth / connections, "
+              "benchmarks/idle_memory.py)")
+        print(render_table(["system"] + [f"{n:,} connections" for n in counts],
+                           [[SYSTEM_TITLES[s]] + [f"{b / 1024:.1f} KB" for b in row]
+                            for s, row in idle.items()]))
 
     print("\nTCP_NODELAY")
     for system in systems:
@@ -1381,6 +1390,8 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true",
                    help="run server and client under cProfile and print the top functions")
     p.add_argument("--profile-top", type=int, default=15)
+    p.add_argument("--no-idle", action="store_true",
+                   help="skip the idle-connection memory rows (2,000 and 10,000 connections)")
     p.add_argument("--no-extra", action="store_true",
                    help="skip the pbgreen one-greenlet-per-call variant of (d)")
     p.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
