@@ -13,6 +13,7 @@ back, and a pbgreen peer is told to stop the method.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 import gevent
@@ -146,6 +147,46 @@ class _Wait:
         self.run_callback(self.waiter.throw, exc)
 
 
+class FlushSoon:
+    """Flushes, once per turn of one hub's loop, every connection that queued cache updates.
+
+    A setter notifies its observers one after another without yielding; each
+    connection is added here at its first update (``add``) and written once,
+    with all its updates together, from one hub callback after the setter
+    gives up the CPU. One per hub (``for_hub``): each thread has its own.
+    """
+
+    __slots__ = ("_run_callback", "_due", "__weakref__")
+
+    def __init__(self, loop: Any) -> None:
+        self._run_callback = loop.run_callback
+        self._due: list[Any] = []
+
+    @classmethod
+    def for_hub(cls, hub: Any) -> "FlushSoon":
+        """The one ``FlushSoon`` of ``hub``."""
+        batch = _flush_soon.get(hub)
+        if batch is None:
+            batch = _flush_soon[hub] = cls(hub.loop)
+        return batch
+
+    def add(self, connection: Any) -> None:
+        """Flush ``connection`` in this turn's callback (it set ``_flush_due``)."""
+        if not self._due:
+            self._run_callback(self._flush)
+        self._due.append(connection)
+
+    def _flush(self) -> None:
+        due, self._due = self._due, []
+        for connection in due:
+            connection._flush_due = False
+            if not connection.closed:
+                connection.flush()
+
+
+_flush_soon: "weakref.WeakKeyDictionary[Any, FlushSoon]" = weakref.WeakKeyDictionary()
+
+
 class CallsOut:
     """Calls from this side (mixed into ``Connection``; see the module docstring)."""
 
@@ -250,7 +291,7 @@ class CallsOut:
     def observe(self, observer: Any, name: str, args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> None:
         """Queue a cache update (``RemoteCacheObserver.callRemote``); never blocks or raises."""
-        if self.closed or not observer.active:
+        if self.closed:
             return
         protocol = self.protocol
         try:
@@ -266,10 +307,16 @@ class CallsOut:
         except Exception:
             log.warning("could not send cache update %r to %s", name, self.peer, exc_info=True)
             return
-        if self.writer.buffered > self.high_water * DROP_FACTOR:
+        # Bytes wait in the writer only while its greenlet runs: otherwise the
+        # broker's queue alone is what is buffered (no property calls per update).
+        limit = self._drop_at
+        if (len(protocol.output) > limit or self.writer.greenlet is not None) \
+                and self.writer.buffered > limit:
             log.warning("dropping cache holder %s: more than %d bytes of updates wait for it",
-                        self.peer, self.high_water * DROP_FACTOR)
+                        self.peer, limit)
             self._lost(ClosedLocally("the cache holder fell too far behind"))
             return
-        self._wake.send()  # the hub flushes soon; the setter goes on at once
+        if not self._flush_due:  # the hub flushes soon; the setter goes on at once
+            self._flush_due = True
+            self._flush_soon.add(self)
 

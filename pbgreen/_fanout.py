@@ -30,6 +30,7 @@ between two moments:
 
 from __future__ import annotations
 
+from operator import is_
 from typing import Any
 
 from . import plaincodec
@@ -67,11 +68,10 @@ def shared_tail(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
     last = _last
     if last is not None and last[0] == name and len(args) == len(last[1]) \
             and len(kwargs) == len(last[2]):
-        same = True
-        for a, b in zip(args, last[1]):
-            if a is not b:
-                same = False
-                break
+        last_args = last[1]
+        # The usual update has one argument: compare it without a loop.
+        same = not args or (args[0] is last_args[0]
+                            and (len(args) == 1 or all(map(is_, args, last_args))))
         if same and kwargs:
             last_kwargs = last[2]
             same = all(last_kwargs.get(k, _MISSING) is v for k, v in kwargs.items())
@@ -111,9 +111,10 @@ def banana_id(n: int) -> bytes:
         return encode_int(n)
     if n < _SMALL:
         return INT_BYTES[n]
-    if n < 1 << 14:
-        return bytes((n & 0x7F, n >> 7, 0x81))
+    if n < 1 << 14:  # the digits, low first, and the int type byte, as one little-endian int
+        return (n & 0x7F | (n & 0x3F80) << 1 | 0x810000).to_bytes(3, "little")
     if n < 1 << 21:
-        return bytes((n & 0x7F, (n >> 7) & 0x7F, n >> 14, 0x81))
+        return (n & 0x7F | (n & 0x3F80) << 1 | (n & 0x1FC000) << 2
+                | 0x81000000).to_bytes(4, "little")
     return encode_int(n)
 

@@ -43,7 +43,7 @@ from gevent.event import Event
 from gevent.socket import socket as _gevent_socket
 
 from . import dispatch
-from ._calls import DROP_FACTOR, CallResult, CallsOut
+from ._calls import DROP_FACTOR, CallResult, CallsOut, FlushSoon
 from ._liveness import CallTimers, IdleTimer, Keepalive
 from ._workers import Workers
 from ._writer import HIGH_WATER, Writer
@@ -140,6 +140,10 @@ class Connection(CallsOut):
                                **decoder_options)
         self.protocol.peer = peer
         self.protocol.reader_write_limit = DROP_FACTOR * high_water
+        #: Bytes queued for a cache holder past which it is dropped.
+        self._drop_at = DROP_FACTOR * high_water
+        #: Whether cache updates wait in ``_flush_soon`` for this turn's flush.
+        self._flush_due = False
         self.ready = Event()
         self.closed = False
         self.close_reason: Any = None
@@ -168,6 +172,7 @@ class Connection(CallsOut):
         # Called on every call and answer: straight to the writer, no extra frame.
         self.flush = self.writer.flush  # type: ignore[method-assign]
         self.wait_writable = self.writer.wait_writable  # type: ignore[method-assign]
+        self._flush_soon = FlushSoon.for_hub(self._hub)
         self._wake = self._hub.loop.async_()
         self._wake.start(self.flush)
         self._wake.ref = False

@@ -35,8 +35,8 @@ from typing import Any, Callable
 from . import _fanout, plaincodec
 from ._failure import failure_sexp
 from ._refs import MAX_BROKER_REFS, NotOpen, RefTables, SendContext
-from .banana import (DIALECTS, NO_VOCAB, VOCAB_CODES, VOCAB_DIALECTS, Decoder, choose_dialect,
-                     encode, encode_int)
+from .banana import (DIALECTS, INT_BYTES as _INT_BYTES, NO_VOCAB, VOCAB_CODES, VOCAB_DIALECTS,
+                     Decoder, choose_dialect, encode, encode_int)
 from .errors import Error, ProtocolError
 from .events import Cancelled, IncomingCall, Ready, Released, Reply, StoppedObserving
 from .jelly import SecurityOptions, globalSecurity
@@ -64,6 +64,9 @@ class State(enum.Enum):
 # Module constants: an Enum class attribute goes through EnumType.__getattr__,
 # and the state is checked several times per message.
 _HANDSHAKE, _OPEN, _CLOSED = State.HANDSHAKE, State.OPEN, State.CLOSED
+_UPDATE_HEADS = _fanout.UPDATE_HEADS
+_banana_id = _fanout.banana_id
+_SMALL_INTS = len(_INT_BYTES)
 
 
 class Outgoing:
@@ -279,15 +282,16 @@ class Broker:
         kwargs) in this broker's vocabulary; only the request id and
         ``cache_id`` are added here. ``_refs.NotOpen`` once closed.
         """
-        if self.state is not State.OPEN:
+        if self.state is not _OPEN:
             raise NotOpen(f"the connection is {self.state.value}")
         if self.tables.releases:  # releases issued before this update go out before it
             self._queue_releases()
         request_id = self._last_request = self._last_request + 1
         out = self._out
-        out += _fanout.UPDATE_HEADS[self.vocab is VOCAB_CODES]
-        out += _fanout.banana_id(request_id)
-        out += _fanout.banana_id(cache_id)
+        # Run once per observer of every update: small ids straight from the table.
+        out += _UPDATE_HEADS[self.vocab is VOCAB_CODES]
+        out += _INT_BYTES[request_id] if request_id < _SMALL_INTS else _banana_id(request_id)
+        out += _INT_BYTES[cache_id] if 0 <= cache_id < _SMALL_INTS else _banana_id(cache_id)
         out += tail
 
     def send_answer(self, request_id: int, values: Outgoing) -> None:
