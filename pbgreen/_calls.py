@@ -179,9 +179,12 @@ class FlushSoon:
     def _flush(self) -> None:
         due, self._due = self._due, []
         for connection in due:
-            connection._flush_due = False
+            connection._flush_due = False  # its next update schedules the next flush
             if not connection.closed:
-                connection.flush()
+                try:
+                    connection.flush()
+                except Exception:  # one connection's failure must not hold back the others
+                    log.exception("could not flush cache updates to %s", connection.peer)
 
 
 _flush_soon: "weakref.WeakKeyDictionary[Any, FlushSoon]" = weakref.WeakKeyDictionary()

@@ -26,6 +26,11 @@ between two moments:
 * the entry holds strong references to the argument objects, so an ``id``
   is never reused while it is remembered; the entry is a tuple replaced in
   one step, so threads with their own hubs never see half of one.
+
+A second entry, ``_single``, is the same update when it has one argument
+and no keywords (what setters usually send): checking it is a few steps.
+Each entry is right for its own key whatever the other holds, so the two
+need not be replaced together.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ _MISSING = object()
 #: (name, args, kwargs, [tail without the vocabulary, tail with it]) of the last
 #: shareable update; a tail is ``None`` until a connection of that dialect asked.
 _last: tuple[str, tuple[Any, ...], dict[str, Any], list[bytes | None]] | None = None
+#: The same entry as (name, argument, tails) when it has one argument and no
+#: keywords (most updates): the check for it is the shortest.
+_single: tuple[str, Any, list[bytes | None]] | None = None
 
 
 def _immutable(value: Any, depth: int = 0) -> bool:
@@ -63,27 +71,31 @@ def shared_tail(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
     ``None`` when the arguments are not immutable plain data: the caller
     then encodes the update for its own connection.
     """
-    global _last
-    slot = 1 if vocab is VOCAB_CODES else 0  # as UPDATE_HEADS
-    last = _last
-    if last is not None and last[0] == name and len(args) == len(last[1]) \
-            and len(kwargs) == len(last[2]):
-        last_args = last[1]
-        # The usual update has one argument: compare it without a loop.
-        same = not args or (args[0] is last_args[0]
-                            and (len(args) == 1 or all(map(is_, args, last_args))))
-        if same and kwargs:
-            last_kwargs = last[2]
-            same = all(last_kwargs.get(k, _MISSING) is v for k, v in kwargs.items())
-        if same:
-            tail = last[3][slot]
+    global _last, _single
+    if len(args) == 1 and not kwargs:  # the usual update: decided in a few steps
+        single = _single
+        if single is not None and args[0] is single[1] and name == single[0]:
+            tail = single[2][vocab is VOCAB_CODES]  # as UPDATE_HEADS
             if tail is not None:
                 return tail
-            tails = list(last[3])
+    last = _last
+    if last is not None:
+        last_name, last_args, last_kwargs, tails = last
+        if len(args) == len(last_args) and len(kwargs) == len(last_kwargs) \
+                and (not args or args[0] is last_args[0]) and name == last_name:
+            same = len(args) < 2 or all(map(is_, args, last_args))
+            if same and kwargs:
+                same = all(last_kwargs.get(k, _MISSING) is v for k, v in kwargs.items())
+            if same:
+                tail = tails[vocab is VOCAB_CODES]  # as UPDATE_HEADS
+                if tail is not None:
+                    return tail
+                tails = list(tails)
+            else:
+                last = None
         else:
             last = None
-    else:
-        last = None
+    slot = 1 if vocab is VOCAB_CODES else 0  # as UPDATE_HEADS
     if last is None:
         if not (_immutable(args) and all(_immutable(v) for v in kwargs.values())):
             return None
@@ -96,6 +108,7 @@ def shared_tail(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
         return None  # the per-connection path encodes it, or explains why it cannot
     tails[slot] = tail
     _last = (name, args, dict(kwargs), tails)
+    _single = (name, args[0], tails) if len(args) == 1 and not kwargs else None
     return tail
 
 

@@ -111,6 +111,7 @@ class Broker:
         #: The last ``receive_data`` stopped at its limit: more may be buffered.
         self.more_input = False
         self.vocab: dict[bytes, bytes] = NO_VOCAB
+        self._update_head = _UPDATE_HEADS[0]  # a cache update's first bytes, in this vocabulary
         #: Whether the peer speaks the ``pbgreen`` dialect (deadlines, cancel, ping).
         self.extended = False
         #: Bytes queued past which a peer that makes the reader write is dropped.
@@ -210,6 +211,7 @@ class Broker:
         self.state = _OPEN
         self.decoder.vocab = choice in VOCAB_DIALECTS
         self.vocab = VOCAB_CODES if choice in VOCAB_DIALECTS else NO_VOCAB
+        self._update_head = _UPDATE_HEADS[self.vocab is VOCAB_CODES]
         self.extended = choice == b"pbgreen"
         self._write([b"version", PROTOCOL_VERSION])
         events.append(Ready(choice))
@@ -289,7 +291,7 @@ class Broker:
         request_id = self._last_request = self._last_request + 1
         out = self._out
         # Run once per observer of every update: small ids straight from the table.
-        out += _UPDATE_HEADS[self.vocab is VOCAB_CODES]
+        out += self._update_head
         out += _INT_BYTES[request_id] if request_id < _SMALL_INTS else _banana_id(request_id)
         out += _INT_BYTES[cache_id] if 0 <= cache_id < _SMALL_INTS else _banana_id(cache_id)
         out += tail

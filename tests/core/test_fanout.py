@@ -58,6 +58,29 @@ def test_equal_values_with_other_encodings_are_not_taken_for_each_other():
     assert _fanout.shared_tail("other", (1,), {}, VOCAB_CODES) != tails[0]
 
 
+def test_a_keyword_or_a_second_argument_is_not_taken_for_the_one_argument_update():
+    value = 12345
+    one = _fanout.shared_tail("set", (value,), {}, VOCAB_CODES)
+    with_keyword = _fanout.shared_tail("set", (value,), {"k": 1}, VOCAB_CODES)
+    two = _fanout.shared_tail("set", (value, value), {}, VOCAB_CODES)
+    assert len({one, with_keyword, two}) == 3
+    assert _fanout.shared_tail("set", (value,), {}, VOCAB_CODES) == one
+    assert _fanout.shared_tail("set", (value,), {}, NO_VOCAB) != one  # the other dialect's own
+
+
+def test_update_ids_past_the_small_int_table_are_encoded_in_full():
+    server, _ = open_pair(b"pbgreen")
+    tail = _fanout.shared_tail("set", (1,), {}, server.vocab)
+    first = server._last_request + 1
+    count = 20_000  # request ids cross 2**11 (the table) and 2**14 (three bytes)
+    for _ in range(count):
+        server.send_update(3000, tail)
+    decoded = banana.Decoder(vocab=True).feed(server.data_to_send())
+    assert [message[1] for message in decoded] == list(range(first, first + count))
+    assert {message[2] for message in decoded} == {3000}
+    assert all(message[3:] == [b"set", 0, [b"tuple", 1], [b"dictionary"]] for message in decoded)
+
+
 @pytest.mark.parametrize("args", [([1, 2],), ({"a": 1},), ((1, [2]),), ({1, 2},),
                                   (object(),)], ids=repr)
 def test_mutable_or_non_plain_arguments_are_encoded_per_connection(args):
