@@ -1,7 +1,8 @@
 """The write side of one connection: one writer, and a high-water mark.
 
 How it works. Bytes are queued in the broker in the order they are produced.
-``flush`` takes them and tries one non-blocking ``send`` (timeout 0): it
+``flush`` takes them (``take_output``: a large body is its own piece, never
+copied into one buffer) and tries non-blocking ``send``s (timeout 0): it
 cannot yield, so nothing can interrupt it half-way. Whatever the kernel does
 not take goes to a writer greenlet, the only code that ever waits on the
 socket's write side; it runs until the queue is empty, then ends. A caller's
@@ -16,6 +17,7 @@ bytes queued past a flush, so the check costs nothing otherwise.
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Callable
 
 import gevent
@@ -26,6 +28,7 @@ from .errors import ClosedLocally
 
 __all__ = ["Writer", "HIGH_WATER"]
 
+_MORE = getattr(socket, "MSG_MORE", 0)  # Linux: hold a small piece for the next one
 HIGH_WATER = 1024 * 1024  # bytes queued for the peer before callers and workers wait
 
 
@@ -50,7 +53,8 @@ class Writer:
         self._on_error = on_error
         self._on_drained = on_drained
         self._try_inline = type(sock) is _gevent_socket
-        self._unsent: Any = b""
+        #: Pieces taken from the broker and not written yet (the first may be a view of its tail).
+        self._unsent: list[Any] = []
         #: The writer greenlet while bytes wait for the socket, else ``None``
         #: (only then can ``wait_writable`` block: callers test it first).
         self.greenlet: gevent.Greenlet | None = None
@@ -59,29 +63,36 @@ class Writer:
     @property
     def buffered(self) -> int:
         """Bytes queued for the peer and not yet written."""
-        return self.protocol.buffered + len(self._unsent)
+        return self.protocol.buffered + sum(map(len, self._unsent))
 
     def flush(self) -> None:
         """Write what is queued: at once if the socket takes it, else by the writer greenlet."""
         if self.greenlet is not None or self.closed:
             return  # the writer takes whatever is queued when it gets to it
-        data = self.protocol.data_to_send()
-        if not data:
+        pieces = self.protocol.take_output()
+        if not pieces:
             return
         if self._try_inline:
-            try:
-                sent = self.sock.send(data, 0, 0.0)  # timeout 0: never waits, never yields
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._on_error(exc)
-                return
-            if sent == len(data):
+            send = self.sock.send
+            last = len(pieces) - 1
+            for index, data in enumerate(pieces):
+                try:
+                    # timeout 0: never waits, never yields; MSG_MORE: one packet with what follows
+                    sent = send(data, _MORE if index < last else 0, 0.0)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    self._on_error(exc)
+                    return
+                if sent < len(data):
+                    pieces = pieces[index:]
+                    pieces[0] = memoryview(data)[sent:]
+                    break
+            else:
                 if self.protocol.tables.close_reason:
                     self._check_close()
                 return
-            data = memoryview(data)[sent:]
-        self._unsent = data
+        self._unsent = pieces
         self._drained.clear()
         self.greenlet = gevent.spawn(self._write_rest)
 
@@ -90,15 +101,16 @@ class Writer:
         protocol = self.protocol
         try:
             while not self.closed:
-                data = self._unsent or protocol.data_to_send()
-                if not data:
+                pieces = self._unsent or protocol.take_output()
+                if not pieces:
                     break
-                self._unsent = data
-                view = memoryview(data)
-                while view:
-                    view = view[send(view):]
-                    self._unsent = view  # a view: no copy of the tail
-                self._unsent = b""
+                self._unsent = pieces
+                while pieces:
+                    view = memoryview(pieces[0])
+                    while view:
+                        view = view[send(view):]
+                        pieces[0] = view  # a view: no copy of the tail
+                    del pieces[0]
                 if self.buffered <= self.high_water:
                     self._drained.set()
                     self._on_drained()
@@ -136,4 +148,4 @@ class Writer:
         greenlet, self.greenlet = self.greenlet, None
         if greenlet is not None and greenlet is not gevent.getcurrent():
             greenlet.kill(block=False)
-        self._unsent = b""
+        self._unsent = []

@@ -202,9 +202,10 @@ class Decoder:
         self.max_items = max_items
         self._rest = b""                   # bytes of an element not complete yet
         self._rest_at = 0                  # where in _rest they start (after a limit)
-        self._chunks: list[bytes] = []     # pieces of a long string body still arriving
+        self._chunks: list[Any] = []       # pieces of a long string element still arriving
         self._have = 0                     # bytes in _chunks
         self._need = 0                     # bytes needed before reading on
+        self._body_at = 0                  # where the string's body starts in _chunks[0]
         self._cur: list[Any] | None = None  # innermost list being filled
         self._remaining = 0                # elements _cur still expects
         self._stack: list[tuple[list[Any], int]] = []  # enclosing lists
@@ -219,6 +220,22 @@ class Decoder:
         self._cur = None
         self._stack = []
         return self._failed
+
+    def _gathered_string(self) -> tuple[bytes, bytes]:
+        """The long string the gathered pieces complete, and the bytes after it.
+
+        The body is joined straight from the pieces: one copy, not a join of
+        everything and then a slice of it.
+        """
+        chunks, self._chunks = self._chunks, []
+        past = self._have - self._need  # bytes of the last piece after the string
+        self._have = 0
+        last = chunks[-1]
+        cut = len(last) - past
+        chunks[-1] = memoryview(last)[:cut]
+        chunks[0] = memoryview(chunks[0])[self._body_at:]
+        self._size += self._need  # the whole string element belongs to this expression
+        return b"".join(chunks), last[cut:]
 
     @property
     def buffered(self) -> int:
@@ -239,6 +256,8 @@ class Decoder:
         if self._failed is not None:
             raise BananaError(f"decoder already failed: {self._failed}")
         start = 0
+        ready = False  # whether ``item`` holds a long string the pieces just completed
+        item: Any = None
         if self._chunks:
             self._chunks.append(bytes(data))
             self._have += len(data)
@@ -246,9 +265,8 @@ class Decoder:
                 if self._size + self._have > self.max_message_size:
                     raise self._fail(f"message is over the {self.max_message_size}-byte limit")
                 return []
-            buf = b"".join(self._chunks)
-            self._chunks = []
-            self._have = 0
+            item, buf = self._gathered_string()
+            ready = True
         elif self._rest:
             # After a limit, what is left is read from where it stopped, not copied.
             if data:
@@ -271,83 +289,87 @@ class Decoder:
         size_limit = self.size_limit
         vocab = VOCAB if self.vocab else None
         fast = self.fast
-        while pos < n:
-            if fast is not None and cur is None:
-                found = fast(buf, pos, n, vocab, size_limit, self.max_items)
-                if found is not None and found[1] - pos <= self.max_message_size:
-                    out.append(found[0])
-                    pos = mark = found[1]
-                    items = 0
-                    if limit is not None and len(out) >= limit:
+        while pos < n or ready:
+            if ready:  # deliver the string first, then read what came after it
+                ready = False
+            else:
+                if fast is not None and cur is None:
+                    found = fast(buf, pos, n, vocab, size_limit, self.max_items)
+                    if found is not None and found[1] - pos <= self.max_message_size:
+                        out.append(found[0])
+                        pos = mark = found[1]
+                        items = 0
+                        if limit is not None and len(out) >= limit:
+                            break
+                        continue
+                b0 = buf[pos]
+                if b0 >= 0x80:
+                    value, typ, start = 0, b0, pos + 1
+                elif pos + 1 < n and buf[pos + 1] >= 0x80:
+                    value, typ, start = b0, buf[pos + 1], pos + 2
+                else:
+                    end = pos + 1
+                    stop = min(n, pos + self.prefix_limit + 1)
+                    while end < stop and buf[end] < 0x80:
+                        end += 1
+                    if end - pos > self.prefix_limit:
+                        raise self._fail(f"prefix longer than {self.prefix_limit} bytes: "
+                                         "the peer is not speaking banana")
+                    if end >= n:
+                        break  # prefix not complete yet
+                    value = 0
+                    for i in range(end - 1, pos - 1, -1):
+                        value = (value << 7) | buf[i]
+                    typ = buf[end]
+                    start = end + 1
+                if typ == STRING:
+                    if value > size_limit:
+                        raise self._fail(f"string of {value} bytes is over the {size_limit}-byte "
+                                         "limit (Security precaution: string too long)")
+                    stop = start + value
+                    if stop > n:
+                        self._need = stop - pos
+                        self._body_at = start - pos
+                        break  # body still arriving
+                    item = buf[start:stop]
+                elif typ == LIST:
+                    if value > size_limit:
+                        raise self._fail(f"list of {value} elements is over the {size_limit}-element "
+                                         "limit (Security precaution: list too long)")
+                    pos = start
+                    if value:
+                        if cur is not None:
+                            if len(stack) + 1 >= self.max_depth:
+                                raise self._fail(f"lists nested deeper than {self.max_depth}")
+                            stack.append((cur, remaining))
+                        cur = []
+                        remaining = value
+                        items += 1
+                        continue
+                    item = []
+                    stop = start
+                elif typ == INT or typ == LONGINT:
+                    item = value
+                    stop = start
+                elif typ == VOCAB_TYPE:
+                    if vocab is None:
+                        raise self._fail("vocabulary symbol received before dialect 'pb' was chosen")
+                    item = vocab.get(value)
+                    if item is None:
+                        raise self._fail(f"unknown vocabulary symbol {value}")
+                    stop = start
+                elif typ == NEG or typ == LONGNEG:
+                    item = -value
+                    stop = start
+                elif typ == FLOAT:
+                    stop = start + 8
+                    if stop > n:
                         break
-                    continue
-            b0 = buf[pos]
-            if b0 >= 0x80:
-                value, typ, start = 0, b0, pos + 1
-            elif pos + 1 < n and buf[pos + 1] >= 0x80:
-                value, typ, start = b0, buf[pos + 1], pos + 2
-            else:
-                end = pos + 1
-                stop = min(n, pos + self.prefix_limit + 1)
-                while end < stop and buf[end] < 0x80:
-                    end += 1
-                if end - pos > self.prefix_limit:
-                    raise self._fail(f"prefix longer than {self.prefix_limit} bytes: "
+                    item = _unpack_double(buf, start)[0]
+                else:
+                    raise self._fail(f"unknown banana type byte 0x{typ:02x}: "
                                      "the peer is not speaking banana")
-                if end >= n:
-                    break  # prefix not complete yet
-                value = 0
-                for i in range(end - 1, pos - 1, -1):
-                    value = (value << 7) | buf[i]
-                typ = buf[end]
-                start = end + 1
-            if typ == STRING:
-                if value > size_limit:
-                    raise self._fail(f"string of {value} bytes is over the {size_limit}-byte "
-                                     "limit (Security precaution: string too long)")
-                stop = start + value
-                if stop > n:
-                    self._need = stop - pos
-                    break  # body still arriving
-                item: Any = buf[start:stop]
-            elif typ == LIST:
-                if value > size_limit:
-                    raise self._fail(f"list of {value} elements is over the {size_limit}-element "
-                                     "limit (Security precaution: list too long)")
-                pos = start
-                if value:
-                    if cur is not None:
-                        if len(stack) + 1 >= self.max_depth:
-                            raise self._fail(f"lists nested deeper than {self.max_depth}")
-                        stack.append((cur, remaining))
-                    cur = []
-                    remaining = value
-                    items += 1
-                    continue
-                item = []
-                stop = start
-            elif typ == INT or typ == LONGINT:
-                item = value
-                stop = start
-            elif typ == VOCAB_TYPE:
-                if vocab is None:
-                    raise self._fail("vocabulary symbol received before dialect 'pb' was chosen")
-                item = vocab.get(value)
-                if item is None:
-                    raise self._fail(f"unknown vocabulary symbol {value}")
-                stop = start
-            elif typ == NEG or typ == LONGNEG:
-                item = -value
-                stop = start
-            elif typ == FLOAT:
-                stop = start + 8
-                if stop > n:
-                    break
-                item = _unpack_double(buf, start)[0]
-            else:
-                raise self._fail(f"unknown banana type byte 0x{typ:02x}: "
-                                 "the peer is not speaking banana")
-            pos = stop
+                pos = stop
             items += 1
             # Hand the item to its list; every list it completes goes to its parent.
             while cur is not None:
@@ -385,7 +407,7 @@ class Decoder:
         self._size -= n - pos  # the unread tail is counted again when it is read
         if pos < n and self._need > n - pos:
             # a string body is still arriving: gather pieces until _need bytes are in
-            self._chunks = [buf[pos:]]
+            self._chunks = [memoryview(buf)[pos:]]
             self._have = n - pos
         elif pos < n:
             self._rest = buf[pos:]

@@ -42,7 +42,7 @@ import gevent
 from gevent.event import Event
 from gevent.socket import socket as _gevent_socket
 
-from . import dispatch
+from . import _heap, dispatch
 from ._calls import DROP_FACTOR, CallResult, CallsOut, FlushSoon
 from ._liveness import CallTimers, IdleTimer, Keepalive
 from ._workers import Workers
@@ -59,6 +59,7 @@ __all__ = ["Connection", "CallResult", "live_connections", "HIGH_WATER"]
 log = logging.getLogger("pbgreen.connection")
 
 RECV_SIZE = 256 * 1024
+_heap.settle()  # large messages reuse heap memory instead of faulting in fresh pages
 #: Messages turned into events per pass of the reader: one read of small
 #: messages (thousands of cache updates) is decoded a pass at a time, so the
 #: events alive at once stay few and the reader can pause between passes.

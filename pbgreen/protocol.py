@@ -69,6 +69,11 @@ _banana_id = _fanout.banana_id
 _SMALL_INTS = len(_INT_BYTES)
 
 
+#: Bodies at least this long are queued as their own piece (``Broker.take_output``),
+#: not copied into the output buffer: for them the copies cost more than a write.
+OWN_PIECE = 64 * 1024
+
+
 class Outgoing:
     """Values ready to queue: their banana bytes, and what they register (if anything)."""
 
@@ -121,8 +126,13 @@ class Broker:
         self.pending: dict[int, None] = {}  # a dict: smaller than a set when empty
         self._last_request = 0
         self._out = bytearray()
-        #: The bytes queued for the peer (read its length; ``data_to_send`` takes them).
+        #: The bytes queued for the peer after ``pieces`` (read its length;
+        #: ``take_output``/``data_to_send`` take them).
         self.output = self._out
+        #: Bytes queued before ``output``: large bodies are kept as their own
+        #: piece instead of being copied into it (``_queue``).
+        self._pieces: list[bytes] = []
+        self._pieces_size = 0
         self._on_lost: list[Callable[[], Any]] = []
         self._finished = False
         if root is not None:
@@ -141,8 +151,8 @@ class Broker:
 
     @property
     def buffered(self) -> int:
-        """Bytes queued for the peer and not yet taken by ``data_to_send``."""
-        return len(self._out)
+        """Bytes queued for the peer and not yet taken by ``take_output``/``data_to_send``."""
+        return len(self._out) + self._pieces_size
 
     # ------------------------------------------------------------------ bytes in
 
@@ -220,13 +230,27 @@ class Broker:
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call (may be empty)."""
+        pieces = self.take_output()
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def take_output(self) -> list[bytes]:
+        """Everything queued for the peer since the last call, as pieces to write in order.
+
+        A large body is its own piece, so it reaches the socket without
+        being copied into one buffer with the rest (the list may be empty).
+        """
         if self.tables.releases:
             self._queue_releases()
-        if not self._out:
-            return b""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+        pieces = self._pieces
+        if pieces:
+            self._pieces = []
+            self._pieces_size = 0
+        else:
+            pieces = []
+        if self._out:
+            pieces.append(bytes(self._out))
+            self._out.clear()
+        return pieces
 
     def _write(self, message: list[Any]) -> None:
         self._out += encode(message, vocab=self.vocab is VOCAB_CODES)
@@ -247,7 +271,14 @@ class Broker:
             self._queue_releases()
         out = self._out
         out += plaincodec.dumps_head(head, values.count, self.vocab)
-        out += values.body
+        body = values.body
+        if len(body) < OWN_PIECE:
+            out += body
+        else:  # no copy: the body is written to the socket as it is
+            first = bytes(out)
+            out.clear()
+            self._pieces += (first, body)
+            self._pieces_size += len(first) + len(body)
 
     def send_call(self, object_id: Any, method: str, values: Outgoing, answer: bool,
                   cache: bool = False, deadline: float | None = None) -> int:
@@ -313,7 +344,7 @@ class Broker:
         is disconnected rather than buffered without bound.
         """
         limit = self.reader_write_limit
-        if limit is not None and len(self._out) > limit:
+        if limit is not None and self.buffered > limit:
             raise ProtocolError(f"the peer makes us queue more than {limit} bytes of answers "
                                 "to calls that cannot run, and does not read them")
 
@@ -395,6 +426,8 @@ class Broker:
         callbacks += self._on_lost
         self._on_lost = []
         self._out.clear()
+        self._pieces = []
+        self._pieces_size = 0
         stopped = [StoppedObserving(0, e.object, e.perspective, e.observer) for e in owned]
         return pending, callbacks, stopped
 

@@ -806,3 +806,31 @@ def test_decode_error_is_a_protocol_error():
     with pytest.raises(ProtocolError):
         decode(H("ff"))
     assert banana.Decoder is Decoder
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096, 65536, 300_000])
+def test_long_string_in_pieces_then_more_in_the_same_feed(piece):
+    # A long string inside a list, split across feeds of every size: it is
+    # built from the gathered pieces, and what follows it in the last piece
+    # (the rest of the list, the next message) is read on from there.
+    body = bytes(range(256)) * 2000
+    data = encode([b"answer", 7, [body, 1.5], b"tail"]) + encode([b"next", 2])
+    decoder = Decoder(vocab=True)
+    found = []
+    for at in range(0, len(data), piece):
+        found += decoder.feed(data[at:at + piece])
+    assert found == [[b"answer", 7, [body, 1.5], b"tail"], [b"next", 2]]
+    assert type(found[0][2][0]) is bytes
+    assert not decoder.in_expression and decoder.buffered == 0
+
+
+def test_long_string_counts_toward_the_message_size_limit():
+    body = b"x" * 100_000
+    data = encode([b"a", body, b"bc"])
+    decoder = Decoder(max_message_size=len(data))
+    assert decoder.feed(data[:50_000]) == []
+    assert decoder.feed(data[50_000:]) == [[b"a", body, b"bc"]]
+    decoder = Decoder(max_message_size=len(data) - 1)
+    assert decoder.feed(data[:50_000]) == []
+    with pytest.raises(BananaError, match="byte limit"):
+        decoder.feed(data[50_000:])

@@ -275,3 +275,25 @@ def test_the_documented_example_runs_with_drive():
     (reply,) = p.pump().client
     assert reply.request_id == request
     assert dispatch.read_reply(p.client, reply, None) == 3
+
+
+def test_a_large_answer_is_its_own_piece_and_keeps_its_place():
+    # The body of a large answer is queued as it is (no copy into the output
+    # buffer), between what was queued before it and what comes after.
+    p = pair(root=Root())
+    server = p.server
+    big = bytes(range(256)) * 1024
+    calls = [_send(p.client, b"root", "echo", (b"small",)),
+             _send(p.client, b"root", "echo", (big,)),
+             _send(p.client, b"root", "echo", (b"after",))]
+    events = server.receive_data(p.client.data_to_send())
+    for event in events:
+        dispatch.run_call(server, event)
+    pieces = server.take_output()
+    (alone,) = [piece for piece in pieces if big in bytes(piece)]
+    assert b"small" not in bytes(alone) and b"after" not in bytes(alone)
+    assert len(alone) < len(big) + 64
+    assert server.buffered == 0 and server.take_output() == []
+    replies = p.client.receive_data(b"".join(pieces))
+    assert [_reply_id(r) for r in replies] == calls
+    assert [_read(p.client, r) for r in replies] == [[[b"small"], {}], [[big], {}], [[b"after"], {}]]
