@@ -24,7 +24,9 @@ import signal
 import sys
 from typing import Sequence
 
-from . import cli
+from ._cli_args import WORKERS_LOG_FORMAT, _Fail
+from ._cli_load import _load_root
+from ._cli_serve import _configure_logging, _server_context, run_until_stopped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,14 +34,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = json.loads((sys.argv[1:] if argv is None else argv)[0])
     if config["log_level"]:
-        cli._configure_logging(config["log_level"], cli.WORKERS_LOG_FORMAT)
+        _configure_logging(config["log_level"], WORKERS_LOG_FORMAT)
     if config["path"] and config["path"] not in sys.path:
         sys.path.insert(0, config["path"])
     try:
-        context = cli._server_context(config["tls_cert"], config["tls_key"]) \
+        context = _server_context(config["tls_cert"], config["tls_key"]) \
             if config["tls_cert"] else None
-        root = cli._load_root(config["target"])
-    except cli._Fail as exc:
+        root = _load_root(config["target"])
+    except _Fail as exc:
         print(f"pbgreen serve: {exc}", file=sys.stderr, flush=True)
         return exc.status
 
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.start()
     os.write(config["ready_fd"], b"1")
     os.close(config["ready_fd"])
-    status = cli.run_until_stopped(server, config["graceful_timeout"], (signal.SIGTERM,),
+    status = run_until_stopped(server, config["graceful_timeout"], (signal.SIGTERM,),
                                    lifeline_fd=config["lifeline_fd"],
                                    second_signal_hurries=False)
     logging.getLogger("pbgreen.workers").info("worker stopped")
