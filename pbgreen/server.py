@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
@@ -258,7 +259,8 @@ class PBServer:
             # The StreamServer closes the handler's socket when the handler
             # returns, and a parked connection outlives it: take the descriptor.
             sock = _gevent_socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        try:
+        with contextlib.ExitStack() as on_failure:  # a root that fails closes the socket
+            on_failure.callback(sock.close)
             connection = Connection(sock, is_client=False, security=self.security,
                                     unsafe_tracebacks=self.unsafeTracebacks,
                                     max_calls=self.max_calls, peer=address,
@@ -269,9 +271,7 @@ class PBServer:
             if per_connection is not None:
                 root = per_connection(connection)
             connection.protocol.set_root(root)
-        except BaseException:
-            sock.close()
-            raise
+            on_failure.pop_all()
         # Calls still running when it ends finish on their own (as in
         # Twisted); their answers are dropped, since the connection is gone.
         self.connections.add(connection)

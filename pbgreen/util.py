@@ -33,6 +33,7 @@ How it works.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections import deque
@@ -405,11 +406,10 @@ class PageIterator:
         self._queue = _PageQueue(hold_answers=_pbgreen_peer(ref))
         self._done = False
         ref.notifyOnDisconnect(self._queue.lost)
-        try:
+        with contextlib.ExitStack() as on_failure:  # the collector goes with the call
+            on_failure.callback(self.close)
             self._call = ref.callRemoteAsync(methodName, self._queue, *args, **kw)
-        except BaseException:
-            self.close()
-            raise
+            on_failure.pop_all()
         self._call.rawlink(self._queue._notify)
 
     def __iter__(self) -> "PageIterator":
@@ -418,11 +418,10 @@ class PageIterator:
     def __next__(self) -> Any:
         if self._done:
             raise StopIteration
-        try:
+        with contextlib.ExitStack() as on_failure:  # a timeout or kill ends the paging too
+            on_failure.callback(self.close)
             kind, value = self._queue.take(self._call)
-        except BaseException:
-            self.close()
-            raise
+            on_failure.pop_all()
         if kind is _PAGE:
             return value
         self.close()

@@ -37,6 +37,7 @@ Standard library only in this process: gevent is imported by the workers.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -112,13 +113,12 @@ def listen(host: str, port: int, backlog: int) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(
         host or None, port, family, socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
-    try:
+    with contextlib.ExitStack() as on_failure:  # closed unless it listens
+        on_failure.callback(sock.close)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(backlog)
-    except BaseException:
-        sock.close()
-        raise
+        on_failure.pop_all()
     return sock
 
 
@@ -223,16 +223,15 @@ class WorkerPool:
         self._wakeup = os.pipe()
         os.set_blocking(self._wakeup[1], False)
         self._install_handlers()
-        try:
+        with contextlib.ExitStack() as on_failure:  # no worker left behind
+            on_failure.callback(self._shutdown, graceful=False)
             deadline = time.monotonic() + timeout
             self._spawn(self._slots[0])
             self._wait_ready(self._slots[:1], deadline)
             for slot in self._slots[1:]:
                 self._spawn(slot)
             self._wait_ready(self._slots, deadline)
-        except BaseException:
-            self._shutdown(graceful=False)
-            raise
+            on_failure.pop_all()
 
     def serve_forever(self) -> int:
         """Start if needed, supervise until SIGTERM, SIGINT or ``stop()``; the exit status.
@@ -257,16 +256,16 @@ class WorkerPool:
         ready_read, ready_write = os.pipe()
         config = dict(self._config, listen_fd=self._listener.fileno(),
                       lifeline_fd=self._lifeline[0], ready_fd=ready_write)
-        try:
-            slot.process = subprocess.Popen(
-                [sys.executable, "-m", "pbgreen._worker", json.dumps(config)],
-                pass_fds=(self._listener.fileno(), self._lifeline[0], ready_write),
-                stdin=subprocess.DEVNULL)
-        except BaseException:
-            os.close(ready_read)
-            raise
-        finally:
-            os.close(ready_write)
+        with contextlib.ExitStack() as on_failure:
+            on_failure.callback(os.close, ready_read)  # no worker will write to it
+            try:
+                slot.process = subprocess.Popen(
+                    [sys.executable, "-m", "pbgreen._worker", json.dumps(config)],
+                    pass_fds=(self._listener.fileno(), self._lifeline[0], ready_write),
+                    stdin=subprocess.DEVNULL)
+            finally:
+                os.close(ready_write)  # the worker holds its own copy
+            on_failure.pop_all()
         slot.ready_pipe = ready_read
         slot.ready = False
         slot.started_at = time.monotonic()

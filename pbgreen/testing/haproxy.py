@@ -22,6 +22,7 @@ Standard library only, like ``processes``: waiting polls with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -146,7 +147,8 @@ class HAProxy:
         self._sleep = sleep
         self._folder = tempfile.mkdtemp(prefix="pbgreen-haproxy-")
         self.child: Child | None = None
-        try:
+        with contextlib.ExitStack() as on_failure:  # nothing left running or on disk
+            on_failure.callback(self.stop)
             for attempt in range(attempts):
                 self.address = (host, free_port(host))
                 self.config = render_config(self.address, backends)
@@ -156,15 +158,13 @@ class HAProxy:
                 child = Child([binary, "-f", path, "-db"], label="haproxy")
                 self.child = child
                 if self._wait_accepting(child, timeout):
+                    on_failure.pop_all()
                     return
                 bind_failed = "cannot bind" in child.stderr or "Address already" in child.stderr
                 child.stop(grace=0)
                 if not bind_failed or attempt == attempts - 1:
                     raise RuntimeError(f"haproxy did not start accepting on "
                                        f"{_address(*self.address)}\n{child.describe()}")
-        except BaseException:
-            self.stop()
-            raise
 
     def _wait_accepting(self, child: Child, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
