@@ -2,7 +2,8 @@
 
 ``load_harness(name)`` imports a fuzz harness from ``fuzz/`` (scripts, not a
 package); ``plain_values(scalars, hashables)`` is the Hypothesis strategy of
-plain data trees the codec tests generate.
+plain data trees the codec tests generate; ``outcome(function, *args)`` is
+what a call returned or the exception it raised.
 """
 
 from __future__ import annotations
@@ -35,3 +36,11 @@ def plain_values(scalars: st.SearchStrategy, hashables: st.SearchStrategy) -> st
                        | st.dictionaries(hashables, inner, max_size=8)
                        | st.frozensets(hashables, max_size=5) | st.sets(hashables, max_size=5)),
         max_leaves=40)
+
+
+def outcome(function, *args):
+    """``function(*args)``, or the exception it raised (returned, so gevent logs nothing)."""
+    try:
+        return function(*args)
+    except Exception as exc:
+        return exc

@@ -22,6 +22,7 @@ from gevent import socket
 from gevent.event import Event
 
 import pbgreen as pb
+from support import outcome as _outcome
 
 HOST = "127.0.0.1"
 
@@ -129,14 +130,6 @@ def root():
     r = Root()
     yield r
     r.release.set()  # nothing stays blocked after the test
-
-
-def _outcome(function, *args):
-    """``function(*args)``, or the exception it raised (returned, so gevent logs nothing)."""
-    try:
-        return function(*args)
-    except Exception as exc:
-        return exc
 
 
 def _server(pb_server, root, **kwargs):

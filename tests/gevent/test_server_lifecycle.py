@@ -34,6 +34,7 @@ from gevent.event import Event
 import pbgreen as pb
 from pbgreen import banana
 from pbgreen.testing.processes import Child, start
+from support import outcome as _outcome
 
 HOST = "127.0.0.1"
 SERVER_OFFER = banana.encode(list(banana.DIALECTS), vocab=False)  # what a PBServer says first
@@ -85,14 +86,6 @@ def root():
     r = Root()
     yield r
     r.release.set()  # nothing stays blocked after the test
-
-
-def _outcome(function, *args):
-    """``function(*args)``, or the exception it raised (returned, so gevent logs nothing)."""
-    try:
-        return function(*args)
-    except Exception as exc:
-        return exc
 
 
 def _read_until_closed(sock, deadline=5.0):

@@ -16,6 +16,7 @@ import gevent
 import pytest
 
 import pbgreen as pb
+from support import outcome as _outcome
 
 IDLE_CLIENT_SCRIPT = Path(__file__).resolve().parent / "twisted_idle_client.py"
 BAD_WORDS = ("Unhandled Error", "Traceback", "Invalid Object ID")
@@ -33,13 +34,6 @@ def _no_pbgreen_warnings(caplog):
     loud = [r for r in caplog.records
             if r.name.startswith("pbgreen") and r.levelno >= logging.WARNING]
     assert not loud, [r.getMessage() for r in loud]
-
-
-def _outcome(function, *args):
-    try:
-        return function(*args)
-    except Exception as exc:
-        return exc
 
 
 # --------------------------------------------------------------------------- call_timeout

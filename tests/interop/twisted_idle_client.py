@@ -17,12 +17,13 @@ scenario (there should be none). Exits 0 on success, 1 on any failure or if
 the scenario has not finished within DEADLINE seconds.
 """
 
-import json
 import sys
 
 from twisted.internet import defer, reactor, task
 from twisted.python import log
 from twisted.spread import pb
+
+from twisted_common import run_scenario
 
 DEADLINE = 20.0
 
@@ -31,11 +32,9 @@ class Factory(pb.PBClientFactory):
     def __init__(self):
         super().__init__()
         self.lost = []
-        self.finishing = False
 
     def clientConnectionLost(self, connector, reason, reconnecting=0):
-        if not self.finishing:
-            self.lost.append(reason.getErrorMessage())
+        self.lost.append(reason.getErrorMessage())  # read into the result before the end
         return super().clientConnectionLost(connector, reason, reconnecting)
 
 
@@ -80,34 +79,7 @@ def main(argv):
     log.startLogging(sys.stderr, setStdout=False)
     factory = Factory()
     reactor.connectTCP(host, port, factory, timeout=10)
-    status = {"code": 1}
-
-    def done(result):
-        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
-        sys.stdout.flush()
-        status["code"] = 0
-
-    def failed(f):
-        sys.stderr.write("idle scenario failed:\n%s\n" % f.getTraceback())
-
-    def finish(_):
-        factory.finishing = True
-        factory.disconnect()
-        reactor.callLater(0.1, reactor.stop)
-
-    d = scenario(factory, idle)
-    d.addCallbacks(done, failed)
-    d.addBoth(finish)
-
-    def too_slow():
-        sys.stderr.write("idle scenario: no result after %ss\n" % DEADLINE)
-        reactor.stop()
-
-    timer = reactor.callLater(DEADLINE, too_slow)
-    reactor.run()
-    if timer.active():
-        timer.cancel()
-    return status["code"]
+    return run_scenario(factory, scenario(factory, idle), "idle", DEADLINE)
 
 
 if __name__ == "__main__":
