@@ -39,9 +39,9 @@ from operator import is_
 from typing import Any
 
 from . import plaincodec
-from .banana import INT_BYTES, VOCAB_CODES, EncodeError, encode_int, encode_string
+from .banana import INT_BYTES, VOCAB_CODES, EncodeError, encode_string
 
-__all__ = ["shared_tail", "banana_id", "UPDATE_HEADS"]
+__all__ = ["shared_tail", "UPDATE_HEADS"]
 
 _ATOMS = frozenset({type(None), bool, int, float, str, bytes})
 _TUPLE_DEPTH = 8  # nested tuples deeper than this are encoded per connection
@@ -112,22 +112,7 @@ def shared_tail(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
     return tail
 
 
-_SMALL = len(INT_BYTES)
 #: The start of an update's message, without and with the vocabulary.
 UPDATE_HEADS = (plaincodec.dumps_head([b"cachemessage"], 6, plaincodec.NO_VOCAB),
                 plaincodec.dumps_head([b"cachemessage"], 6, VOCAB_CODES))
-
-
-def banana_id(n: int) -> bytes:
-    """A banana integer for an id; ids of up to 21 bits without a loop."""
-    if n < 0:
-        return encode_int(n)
-    if n < _SMALL:
-        return INT_BYTES[n]
-    if n < 1 << 14:  # the digits, low first, and the int type byte, as one little-endian int
-        return (n & 0x7F | (n & 0x3F80) << 1 | 0x810000).to_bytes(3, "little")
-    if n < 1 << 21:
-        return (n & 0x7F | (n & 0x3F80) << 1 | (n & 0x1FC000) << 2
-                | 0x81000000).to_bytes(4, "little")
-    return encode_int(n)
 

@@ -96,6 +96,11 @@ def encode_int(value: int) -> bytes:
     """One banana integer element; ``EncodeError`` past PB's ±(2**448-1)."""
     if 0 <= value < _CACHED:
         return INT_BYTES[value]
+    if 0 <= value < 1 << 14:  # request and cache ids of long-lived connections: no loop
+        return (value & 0x7F | (value & 0x3F80) << 1 | 0x810000).to_bytes(3, "little")
+    if 0 <= value < 1 << 21:  # the digits, low first, and the type byte, as one int
+        return (value & 0x7F | (value & 0x3F80) << 1 | (value & 0x1FC000) << 2
+                | 0x81000000).to_bytes(4, "little")
     if value >= 0:
         if value > MAX_INT:
             raise EncodeError(f"int is too large to send (PB limit is ±(2**448-1)): {value}")

@@ -65,7 +65,6 @@ class State(enum.Enum):
 # and the state is checked several times per message.
 _HANDSHAKE, _OPEN, _CLOSED = State.HANDSHAKE, State.OPEN, State.CLOSED
 _UPDATE_HEADS = _fanout.UPDATE_HEADS
-_banana_id = _fanout.banana_id
 _SMALL_INTS = len(_INT_BYTES)
 
 
@@ -323,8 +322,8 @@ class Broker:
         out = self._out
         # Run once per observer of every update: small ids straight from the table.
         out += self._update_head
-        out += _INT_BYTES[request_id] if request_id < _SMALL_INTS else _banana_id(request_id)
-        out += _INT_BYTES[cache_id] if 0 <= cache_id < _SMALL_INTS else _banana_id(cache_id)
+        out += _INT_BYTES[request_id] if request_id < _SMALL_INTS else encode_int(request_id)
+        out += _INT_BYTES[cache_id] if 0 <= cache_id < _SMALL_INTS else encode_int(cache_id)
         out += tail
 
     def send_answer(self, request_id: int, values: Outgoing) -> None:
